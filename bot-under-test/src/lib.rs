@@ -1,0 +1,1 @@
+//! The reference proactive bot.
