@@ -87,14 +87,14 @@ async function sendProactive(reference, text) {
 }
 
 async function notifyAll(text) {
-    const summary = { sent: 0, failed: 0, errors: [] };
+    let sent = 0;
+    const errors = [];
     for (const reference of conversationReferences.values()) {
         try {
             await sendProactive(reference, text);
-            summary.sent += 1;
+            sent += 1;
         } catch (err) {
-            summary.failed += 1;
-            summary.errors.push({
+            errors.push({
                 conversationId: reference.conversation.id,
                 status: err.statusCode ?? null,
                 message: err.message,
@@ -102,7 +102,7 @@ async function notifyAll(text) {
             console.error(`proactive send to ${reference.conversation.id} failed: ${err.message}`);
         }
     }
-    return summary;
+    return { sent, failed: errors.length, errors };
 }
 
 // CloudAdapter.process() wants an Express/Restify-like request (parsed `body`) and response
