@@ -1,1 +1,39 @@
-//! teams-emulator
+//! teams-emulator: a local Microsoft Teams for testing proactive bots offline.
+//!
+//! One listener serves Microsoft Graph (`/v1.0`, `/beta`), the Bot Connector (`/amer/v3`), the
+//! token, OpenID and key endpoints, and the emulator's own control API (`/_emulator`), and
+//! delivers Teams-shaped, signed activities to the bot. The map:
+//!
+//! - [`tenant`]: the one owner of state (users, teams, catalog, registrations, installations,
+//!   chats, messages) and Teams' rules; every change returns the events it causes.
+//! - [`identity`]: tokens (client credentials, password grant), OpenID documents, JWKS, validation.
+//! - [`graph`]: Graph routes, the OData subset, Graph's error envelope.
+//! - [`connector`]: Bot Connector v3 routes and the Connector's error envelope.
+//! - [`delivery`]: activities to bots: building, signing, sending, recording outcomes.
+//! - [`control`]: `/_emulator/…`: health, transcript, deliveries, acting as a user.
+//! - [`config`]: tenants from YAML or the embedded default, and the `serve` flags.
+//! - [`server`]: shared state, the router, start-up and graceful shutdown; [`Emulator`] for tests.
+//! - [`clock`], [`ids`]: time that tests can control, deterministic ids in Teams' formats.
+//!
+//! ```no_run
+//! # async fn f() -> std::io::Result<()> {
+//! let emulator = teams_emulator::Emulator::start().await?;
+//! println!("Graph at {}", emulator.graph_url());
+//! emulator.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod connector;
+pub mod control;
+pub mod delivery;
+pub mod graph;
+pub mod identity;
+pub mod ids;
+pub mod server;
+pub mod tenant;
+
+pub use config::{EmulatorConfig, defaults};
+pub use server::{BotAuth, Emulator, EmulatorBuilder, EmulatorHandle};

@@ -1,0 +1,724 @@
+//! The one owner of state: tenants, their users, teams and channels, the app catalog, app
+//! registrations, installations, chats and messages, and the rules that govern them (who may
+//! install what, when a chat exists, what an install tells the bot).
+//!
+//! Nothing else mutates state. Routes parse a request, call a method here with the [`Caller`]
+//! from the token, and shape the answer; the [`TeamsEvent`]s a change returns are what
+//! `delivery` turns into activities for the bot.
+
+mod error;
+pub mod permissions;
+
+pub use error::TenantError;
+pub use permissions::{Caller, Permission, Reach};
+
+use crate::clock::Clock;
+use crate::ids;
+use chrono::{DateTime, Utc};
+use std::collections::BTreeSet;
+use uuid::Uuid;
+
+/// Every emulated tenant, and the switches that pick among Teams' observed behaviours.
+#[derive(Debug)]
+pub struct World {
+    pub tenants: Vec<Tenant>,
+    pub behaviour: Behaviour,
+    pub clock: Clock,
+    last_message_id: i64,
+}
+
+/// Where real Teams is inconsistent, the emulator lets a test pick.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Behaviour {
+    /// The personal `conversationUpdate` comes only on the first install ever (older Teams).
+    pub conversation_update_first_install_only: bool,
+    /// The personal `conversationUpdate` never comes (as users report after Graph installs).
+    pub conversation_update_never: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct Tenant {
+    pub id: Uuid,
+    pub display_name: String,
+    pub domain: String,
+    pub users: Vec<User>,
+    pub teams: Vec<Team>,
+    pub registrations: Vec<AppRegistration>,
+    pub catalog: Vec<CatalogApp>,
+    pub installations: Vec<Installation>,
+    pub chats: Vec<Chat>,
+    /// (scope id, catalog app) pairs that were ever installed: Teams remembers a first install.
+    pub ever_installed: BTreeSet<(Uuid, Uuid)>,
+}
+
+#[derive(Clone, Debug)]
+pub struct User {
+    pub id: Uuid,
+    /// The short name scenarios use (`megan`), unique in the tenant.
+    pub key: String,
+    pub user_principal_name: String,
+    pub display_name: String,
+    pub given_name: String,
+    pub surname: String,
+    pub mail: String,
+    pub job_title: Option<String>,
+    pub password: String,
+    /// A Teams administrator: may install apps for other users with a delegated token.
+    pub admin: bool,
+    /// The user's Bot Framework id (`29:…`).
+    pub mri: String,
+    /// The user blocked the bot: Connector sends answer 403 `ConversationBlockedByUser`.
+    pub blocked_bots: BTreeSet<Uuid>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Team {
+    /// The team's group id (`aadGroupId`), which Graph uses as the team id.
+    pub id: Uuid,
+    pub key: String,
+    pub display_name: String,
+    pub description: String,
+    /// The team's thread id, which is also its General channel's id.
+    pub thread_id: String,
+    pub channels: Vec<Channel>,
+    pub members: Vec<TeamMember>,
+}
+
+#[derive(Clone, Debug)]
+pub struct TeamMember {
+    pub user: Uuid,
+    pub owner: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct Channel {
+    pub id: String,
+    pub display_name: String,
+    pub general: bool,
+    pub created: DateTime<Utc>,
+    pub messages: Vec<Message>,
+}
+
+/// An Entra app registration: a client that can get tokens, and, when it has an endpoint, a bot.
+#[derive(Clone, Debug)]
+pub struct AppRegistration {
+    pub client_id: Uuid,
+    pub display_name: String,
+    pub client_secret: String,
+    /// Application permissions the admin consented to (`roles` in its app-only tokens).
+    pub roles: Vec<String>,
+    /// The bot's messaging endpoint, where activities are delivered.
+    pub messaging_endpoint: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DistributionMethod {
+    Store,
+    Organization,
+    Sideloaded,
+}
+
+impl DistributionMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Store => "store",
+            Self::Organization => "organization",
+            Self::Sideloaded => "sideloaded",
+        }
+    }
+}
+
+/// A Teams app in the tenant's catalog.
+#[derive(Clone, Debug)]
+pub struct CatalogApp {
+    /// The catalog id (`teamsApp/id`); differs from the manifest id for org-published apps.
+    pub id: Uuid,
+    /// The manifest id.
+    pub external_id: Uuid,
+    pub display_name: String,
+    pub short_description: String,
+    pub description: String,
+    pub distribution_method: DistributionMethod,
+    pub version: String,
+    pub bot_id: Option<Uuid>,
+    /// The manifest's `webApplicationInfo.id`: the app registration allowed to manage it with `…Self…`.
+    pub web_application_id: Option<Uuid>,
+}
+
+impl CatalogApp {
+    pub fn definition_id(&self) -> String {
+        ids::app_definition_id(self.id, &self.version)
+    }
+
+    /// The Entra app (by `…Self…` permissions) that counts as this Teams app itself.
+    pub fn is_managed_by(&self, app_id: Uuid) -> bool {
+        self.web_application_id.or(self.bot_id) == Some(app_id)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum InstallScope {
+    User(Uuid),
+    Team(Uuid),
+}
+
+impl InstallScope {
+    pub fn scope_id(self) -> Uuid {
+        match self {
+            Self::User(id) | Self::Team(id) => id,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Installation {
+    pub id: String,
+    pub scope: InstallScope,
+    pub catalog_app: Uuid,
+    pub version: String,
+    pub installed: DateTime<Utc>,
+}
+
+/// A 1:1 chat between a user and a bot. It outlives uninstalls, as in Teams.
+#[derive(Clone, Debug)]
+pub struct Chat {
+    /// Graph's id (`19:…@unq.gbl.spaces`).
+    pub id: String,
+    /// The Connector's id (`a:…`) for the same chat.
+    pub conversation_id: String,
+    pub user: Uuid,
+    pub bot: Uuid,
+    pub created: DateTime<Utc>,
+    pub last_updated: DateTime<Utc>,
+    pub messages: Vec<Message>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Participant {
+    Bot(Uuid),
+    User(Uuid),
+}
+
+/// A message in a chat or channel, kept with the activity it came from.
+#[derive(Clone, Debug)]
+pub struct Message {
+    pub id: String,
+    pub from: Participant,
+    pub created: DateTime<Utc>,
+    pub last_modified: DateTime<Utc>,
+    pub deleted: Option<DateTime<Utc>>,
+    /// The id of the thread's root message, for channel replies.
+    pub reply_to: Option<String>,
+    pub activity: serde_json::Value,
+}
+
+/// What a change tells Teams' clients; `delivery` turns these into activities for bots.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TeamsEvent {
+    AppInstalledForUser {
+        tenant: Uuid,
+        user: Uuid,
+        catalog_app: Uuid,
+        /// Whether the personal `conversationUpdate` comes too (see [`Behaviour`]).
+        conversation_update: bool,
+    },
+    AppUninstalledForUser {
+        tenant: Uuid,
+        user: Uuid,
+        catalog_app: Uuid,
+    },
+    AppUpgradedForUser {
+        tenant: Uuid,
+        user: Uuid,
+        catalog_app: Uuid,
+    },
+    AppInstalledForTeam {
+        tenant: Uuid,
+        team: Uuid,
+        catalog_app: Uuid,
+    },
+    AppUninstalledForTeam {
+        tenant: Uuid,
+        team: Uuid,
+        catalog_app: Uuid,
+    },
+}
+
+impl World {
+    pub fn new(tenants: Vec<Tenant>, behaviour: Behaviour, clock: Clock) -> Self {
+        Self {
+            tenants,
+            behaviour,
+            clock,
+            last_message_id: 0,
+        }
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    pub fn tenant(&self, id: Uuid) -> Option<&Tenant> {
+        self.tenants.iter().find(|t| t.id == id)
+    }
+
+    pub fn tenant_mut(&mut self, id: Uuid) -> Option<&mut Tenant> {
+        self.tenants.iter_mut().find(|t| t.id == id)
+    }
+
+    /// The tenant a caller's token was issued in; a token for a tenant that is gone is refused.
+    pub fn tenant_of(&self, caller: &Caller) -> Result<&Tenant, TenantError> {
+        self.tenant(caller.tenant).ok_or_else(|| {
+            TenantError::Forbidden(format!("Tenant '{}' is not emulated.", caller.tenant))
+        })
+    }
+
+    /// Message ids are millisecond timestamps, as in Teams, made unique within the run.
+    pub fn next_message_id(&mut self) -> String {
+        let now = self.now().timestamp_millis();
+        self.last_message_id = now.max(self.last_message_id + 1);
+        self.last_message_id.to_string()
+    }
+
+    /// Installs `catalog_app` for `user`, creating the 1:1 chat on first install.
+    pub fn install_app_for_user(
+        &mut self,
+        caller: &Caller,
+        user: &str,
+        catalog_app: &str,
+    ) -> Result<(Installation, Vec<TeamsEvent>), TenantError> {
+        let now = self.now();
+        let behaviour = self.behaviour;
+        let tenant = self.caller_tenant_mut(caller)?;
+        let reach = caller.authorize(&permissions::WRITE_USER_INSTALLATIONS)?;
+        let user = tenant.user(user)?.id;
+        tenant.check_subject(caller, user)?;
+        let app = tenant.catalog_app(catalog_app)?.clone();
+        check_reach(reach, caller, &app)?;
+        let scope = InstallScope::User(user);
+        if tenant.installation_in_scope(scope, app.id).is_some() {
+            return Err(TenantError::AlreadyInstalled);
+        }
+        let first_install = tenant.ever_installed.insert((user, app.id));
+        let installation = Installation {
+            id: ids::installation_id(&user.to_string(), app.id),
+            scope,
+            catalog_app: app.id,
+            version: app.version.clone(),
+            installed: now,
+        };
+        tenant.installations.push(installation.clone());
+        if let Some(bot) = app.bot_id {
+            tenant.ensure_chat(user, bot, now);
+        }
+        let conversation_update = !behaviour.conversation_update_never
+            && (first_install || !behaviour.conversation_update_first_install_only);
+        let event = TeamsEvent::AppInstalledForUser {
+            tenant: tenant.id,
+            user,
+            catalog_app: app.id,
+            conversation_update,
+        };
+        Ok((installation, vec![event]))
+    }
+
+    pub fn uninstall_app_for_user(
+        &mut self,
+        caller: &Caller,
+        user: &str,
+        installation_id: &str,
+    ) -> Result<Vec<TeamsEvent>, TenantError> {
+        let tenant = self.caller_tenant_mut(caller)?;
+        let reach = caller.authorize(&permissions::WRITE_USER_INSTALLATIONS)?;
+        let user = tenant.user(user)?.id;
+        tenant.check_subject(caller, user)?;
+        let installation = tenant
+            .installation(InstallScope::User(user), installation_id)?
+            .clone();
+        let app = tenant
+            .catalog_app(&installation.catalog_app.to_string())?
+            .clone();
+        check_reach(reach, caller, &app)?;
+        tenant
+            .installations
+            .retain(|i| i.id != installation.id || i.scope != installation.scope);
+        Ok(vec![TeamsEvent::AppUninstalledForUser {
+            tenant: tenant.id,
+            user,
+            catalog_app: app.id,
+        }])
+    }
+
+    pub fn upgrade_app_for_user(
+        &mut self,
+        caller: &Caller,
+        user: &str,
+        installation_id: &str,
+    ) -> Result<Vec<TeamsEvent>, TenantError> {
+        let tenant = self.caller_tenant_mut(caller)?;
+        let reach = caller.authorize(&permissions::WRITE_USER_INSTALLATIONS)?;
+        let user = tenant.user(user)?.id;
+        tenant.check_subject(caller, user)?;
+        let scope = InstallScope::User(user);
+        let installation = tenant.installation(scope, installation_id)?.clone();
+        let app = tenant
+            .catalog_app(&installation.catalog_app.to_string())?
+            .clone();
+        check_reach(reach, caller, &app)?;
+        if installation.version == app.version {
+            return Ok(vec![]);
+        }
+        if let Some(i) = tenant
+            .installations
+            .iter_mut()
+            .find(|i| i.id == installation.id && i.scope == scope)
+        {
+            i.version = app.version.clone();
+        }
+        Ok(vec![TeamsEvent::AppUpgradedForUser {
+            tenant: tenant.id,
+            user,
+            catalog_app: app.id,
+        }])
+    }
+
+    pub fn install_app_for_team(
+        &mut self,
+        caller: &Caller,
+        team: &str,
+        catalog_app: &str,
+    ) -> Result<(Installation, Vec<TeamsEvent>), TenantError> {
+        let now = self.now();
+        let tenant = self.caller_tenant_mut(caller)?;
+        let reach = caller.authorize(&permissions::WRITE_TEAM_INSTALLATIONS)?;
+        let team = tenant.team(team)?;
+        let team_id = team.id;
+        if let Some(user) = caller.user {
+            tenant.check_team_member(team_id, user)?;
+        }
+        let app = tenant.catalog_app(catalog_app)?.clone();
+        check_reach(reach, caller, &app)?;
+        let scope = InstallScope::Team(team_id);
+        if tenant.installation_in_scope(scope, app.id).is_some() {
+            return Err(TenantError::AlreadyInstalled);
+        }
+        tenant.ever_installed.insert((team_id, app.id));
+        let installation = Installation {
+            id: ids::installation_id(&team_id.to_string(), app.id),
+            scope,
+            catalog_app: app.id,
+            version: app.version.clone(),
+            installed: now,
+        };
+        tenant.installations.push(installation.clone());
+        let event = TeamsEvent::AppInstalledForTeam {
+            tenant: tenant.id,
+            team: team_id,
+            catalog_app: app.id,
+        };
+        Ok((installation, vec![event]))
+    }
+
+    pub fn uninstall_app_for_team(
+        &mut self,
+        caller: &Caller,
+        team: &str,
+        installation_id: &str,
+    ) -> Result<Vec<TeamsEvent>, TenantError> {
+        let tenant = self.caller_tenant_mut(caller)?;
+        let reach = caller.authorize(&permissions::WRITE_TEAM_INSTALLATIONS)?;
+        let team_id = tenant.team(team)?.id;
+        if let Some(user) = caller.user {
+            tenant.check_team_member(team_id, user)?;
+        }
+        let scope = InstallScope::Team(team_id);
+        let installation = tenant.installation(scope, installation_id)?.clone();
+        let app = tenant
+            .catalog_app(&installation.catalog_app.to_string())?
+            .clone();
+        check_reach(reach, caller, &app)?;
+        tenant
+            .installations
+            .retain(|i| i.id != installation.id || i.scope != scope);
+        Ok(vec![TeamsEvent::AppUninstalledForTeam {
+            tenant: tenant.id,
+            team: team_id,
+            catalog_app: app.id,
+        }])
+    }
+
+    fn caller_tenant_mut(&mut self, caller: &Caller) -> Result<&mut Tenant, TenantError> {
+        let id = caller.tenant;
+        self.tenant_mut(id)
+            .ok_or_else(|| TenantError::Forbidden(format!("Tenant '{id}' is not emulated.")))
+    }
+}
+
+/// A `…Self…` permission lets an app manage only the Teams app that is itself.
+pub fn check_reach(reach: Reach, caller: &Caller, app: &CatalogApp) -> Result<(), TenantError> {
+    if reach == Reach::OwnAppOnly && !app.is_managed_by(caller.app_id) {
+        return Err(TenantError::NotAllowedToManageApp {
+            app_id: caller.app_id.to_string(),
+            teams_app: app.id.to_string(),
+        });
+    }
+    Ok(())
+}
+
+impl Tenant {
+    /// A user by object id or user principal name (case-insensitive, as Graph matches UPNs).
+    pub fn user(&self, id_or_upn: &str) -> Result<&User, TenantError> {
+        let found = match Uuid::parse_str(id_or_upn) {
+            Ok(id) => self.users.iter().find(|u| u.id == id),
+            Err(_) => self
+                .users
+                .iter()
+                .find(|u| u.user_principal_name.eq_ignore_ascii_case(id_or_upn)),
+        };
+        found.ok_or_else(|| TenantError::UserNotFound(id_or_upn.to_string()))
+    }
+
+    pub fn user_by_id(&self, id: Uuid) -> Option<&User> {
+        self.users.iter().find(|u| u.id == id)
+    }
+
+    pub fn user_by_mri(&self, mri: &str) -> Option<&User> {
+        self.users.iter().find(|u| u.mri == mri)
+    }
+
+    pub fn team(&self, id: &str) -> Result<&Team, TenantError> {
+        Uuid::parse_str(id)
+            .ok()
+            .and_then(|id| self.teams.iter().find(|t| t.id == id))
+            .ok_or_else(|| TenantError::TeamNotFound(id.to_string()))
+    }
+
+    pub fn catalog_app(&self, id: &str) -> Result<&CatalogApp, TenantError> {
+        Uuid::parse_str(id)
+            .ok()
+            .and_then(|id| self.catalog.iter().find(|a| a.id == id))
+            .ok_or_else(|| TenantError::AppNotInCatalog(id.to_string()))
+    }
+
+    pub fn registration(&self, client_id: Uuid) -> Option<&AppRegistration> {
+        self.registrations.iter().find(|r| r.client_id == client_id)
+    }
+
+    /// The catalog app whose bot is `bot`.
+    pub fn app_of_bot(&self, bot: Uuid) -> Option<&CatalogApp> {
+        self.catalog.iter().find(|a| a.bot_id == Some(bot))
+    }
+
+    pub fn installation_in_scope(
+        &self,
+        scope: InstallScope,
+        catalog_app: Uuid,
+    ) -> Option<&Installation> {
+        self.installations
+            .iter()
+            .find(|i| i.scope == scope && i.catalog_app == catalog_app)
+    }
+
+    fn installation(&self, scope: InstallScope, id: &str) -> Result<&Installation, TenantError> {
+        self.installations
+            .iter()
+            .find(|i| i.scope == scope && i.id == id)
+            .ok_or_else(|| TenantError::InstallationNotFound(id.to_string()))
+    }
+
+    /// Whether the bot is installed where a user can reach it in personal scope.
+    pub fn bot_installed_for_user(&self, bot: Uuid, user: Uuid) -> bool {
+        self.app_of_bot(bot).is_some_and(|app| {
+            self.installation_in_scope(InstallScope::User(user), app.id)
+                .is_some()
+        })
+    }
+
+    /// A signed-in user acts on themself; only an administrator acts on others.
+    fn check_subject(&self, caller: &Caller, subject: Uuid) -> Result<(), TenantError> {
+        match caller.user {
+            Some(me) if me != subject && !self.user_by_id(me).is_some_and(|u| u.admin) => {
+                Err(TenantError::Forbidden(
+                    "A user can manage apps for themself only, unless an administrator.".into(),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn check_team_member(&self, team: Uuid, user: Uuid) -> Result<(), TenantError> {
+        let admin = self.user_by_id(user).is_some_and(|u| u.admin);
+        let member = self
+            .teams
+            .iter()
+            .any(|t| t.id == team && t.members.iter().any(|m| m.user == user));
+        if admin || member {
+            Ok(())
+        } else {
+            Err(TenantError::Forbidden(
+                "The signed-in user is not a member of the team.".into(),
+            ))
+        }
+    }
+
+    /// Installations a caller may see for a user: with a `…Self…` permission, only its own app.
+    pub fn user_installations(
+        &self,
+        caller: &Caller,
+        user: &str,
+    ) -> Result<Vec<&Installation>, TenantError> {
+        let reach = caller.authorize(&permissions::READ_USER_INSTALLATIONS)?;
+        let user = self.user(user)?.id;
+        self.check_subject(caller, user)?;
+        Ok(self.visible_installations(InstallScope::User(user), reach, caller))
+    }
+
+    pub fn user_installation(
+        &self,
+        caller: &Caller,
+        user: &str,
+        installation_id: &str,
+    ) -> Result<&Installation, TenantError> {
+        let reach = caller.authorize(&permissions::READ_USER_INSTALLATIONS)?;
+        let user = self.user(user)?.id;
+        self.check_subject(caller, user)?;
+        let installation = self.installation(InstallScope::User(user), installation_id)?;
+        check_reach(
+            reach,
+            caller,
+            self.catalog_app(&installation.catalog_app.to_string())?,
+        )?;
+        Ok(installation)
+    }
+
+    pub fn team_installations(
+        &self,
+        caller: &Caller,
+        team: &str,
+    ) -> Result<Vec<&Installation>, TenantError> {
+        let reach = caller.authorize(&permissions::READ_TEAM_INSTALLATIONS)?;
+        let team = self.team(team)?.id;
+        Ok(self.visible_installations(InstallScope::Team(team), reach, caller))
+    }
+
+    pub fn team_installation(
+        &self,
+        caller: &Caller,
+        team: &str,
+        installation_id: &str,
+    ) -> Result<&Installation, TenantError> {
+        let reach = caller.authorize(&permissions::READ_TEAM_INSTALLATIONS)?;
+        let team = self.team(team)?.id;
+        let installation = self.installation(InstallScope::Team(team), installation_id)?;
+        check_reach(
+            reach,
+            caller,
+            self.catalog_app(&installation.catalog_app.to_string())?,
+        )?;
+        Ok(installation)
+    }
+
+    fn visible_installations(
+        &self,
+        scope: InstallScope,
+        reach: Reach,
+        caller: &Caller,
+    ) -> Vec<&Installation> {
+        self.installations
+            .iter()
+            .filter(|i| i.scope == scope)
+            .filter(|i| {
+                reach == Reach::AnyApp
+                    || self
+                        .catalog
+                        .iter()
+                        .any(|a| a.id == i.catalog_app && a.is_managed_by(caller.app_id))
+            })
+            .collect()
+    }
+
+    /// The 1:1 chat between the user and the installed app's bot.
+    pub fn chat_of_installation(
+        &self,
+        caller: &Caller,
+        user: &str,
+        installation_id: &str,
+    ) -> Result<&Chat, TenantError> {
+        let reach = caller.authorize(&permissions::READ_INSTALLATION_CHAT)?;
+        let user = self.user(user)?.id;
+        self.check_subject(caller, user)?;
+        let installation = self.installation(InstallScope::User(user), installation_id)?;
+        let app = self.catalog_app(&installation.catalog_app.to_string())?;
+        check_reach(reach, caller, app)?;
+        app.bot_id
+            .and_then(|bot| self.chats.iter().find(|c| c.user == user && c.bot == bot))
+            .ok_or_else(|| TenantError::ChatNotFound(format!("of installation {installation_id}")))
+    }
+
+    /// The chats a user is in.
+    pub fn chats_of_user(&self, caller: &Caller, user: &str) -> Result<Vec<&Chat>, TenantError> {
+        caller.authorize(&permissions::READ_CHATS)?;
+        let user = self.user(user)?.id;
+        self.check_subject(caller, user)?;
+        Ok(self.chats.iter().filter(|c| c.user == user).collect())
+    }
+
+    /// A chat by its Graph id or Connector id.
+    pub fn chat(&self, id: &str) -> Option<&Chat> {
+        self.chats
+            .iter()
+            .find(|c| c.id == id || c.conversation_id == id)
+    }
+
+    pub fn chat_mut(&mut self, id: &str) -> Option<&mut Chat> {
+        self.chats
+            .iter_mut()
+            .find(|c| c.id == id || c.conversation_id == id)
+    }
+
+    /// A chat a caller may read: app-only tokens with a chat permission read any; a user reads their own.
+    pub fn readable_chat(
+        &self,
+        caller: &Caller,
+        id: &str,
+        permission: &Permission,
+    ) -> Result<&Chat, TenantError> {
+        caller.authorize(permission)?;
+        let chat = self
+            .chat(id)
+            .ok_or_else(|| TenantError::ChatNotFound(id.to_string()))?;
+        match caller.user {
+            Some(me) if me != chat.user => Err(TenantError::ChatNotFound(id.to_string())),
+            _ => Ok(chat),
+        }
+    }
+
+    /// The catalog apps installed in a chat's scope (the personal app of its bot, while installed).
+    pub fn apps_installed_in_chat(&self, chat: &Chat) -> Vec<&CatalogApp> {
+        self.catalog
+            .iter()
+            .filter(|a| a.bot_id == Some(chat.bot))
+            .filter(|a| {
+                self.installation_in_scope(InstallScope::User(chat.user), a.id)
+                    .is_some()
+            })
+            .collect()
+    }
+
+    fn ensure_chat(&mut self, user: Uuid, bot: Uuid, now: DateTime<Utc>) -> &Chat {
+        let id = ids::one_on_one_chat_id(bot, user);
+        if let Some(i) = self.chats.iter().position(|c| c.id == id) {
+            return &self.chats[i];
+        }
+        self.chats.push(Chat {
+            conversation_id: ids::personal_conversation_id(&id),
+            id,
+            user,
+            bot,
+            created: now,
+            last_updated: now,
+            messages: vec![],
+        });
+        self.chats.last().expect("just pushed")
+    }
+}
