@@ -298,6 +298,23 @@ pub fn activities_for(world: &World, service_url: &str, event: &TeamsEvent) -> V
                 ]
             })
         }
+        TeamsEvent::MemberAddedToTeam { tenant, team, user } | TeamsEvent::MemberRemovedFromTeam { tenant, team, user } => {
+            let added = matches!(event, TeamsEvent::MemberAddedToTeam { .. });
+            let Some(t) = world.tenant(tenant) else { return vec![] };
+            let Some(member) = t.user_by_id(user).map(user_account) else { return vec![] };
+            let (key, kind) = if added { ("membersAdded", "teamMemberAdded") } else { ("membersRemoved", "teamMemberRemoved") };
+            team_apps(t, team)
+                .into_iter()
+                .flat_map(|app| {
+                    team_scope(world, service_url, tenant, team, app, None, |base, _| {
+                        vec![with(base, json!({"type": "conversationUpdate", key: [member.clone()], "channelData": {"eventType": kind}}))]
+                    })
+                })
+                .collect()
+        }
+        TeamsEvent::UserMessage { tenant, ref conversation, ref message, bot } => {
+            user_message(world, service_url, tenant, conversation, message, bot).into_iter().collect()
+        }
     }
     .into_iter()
     .map(|(bot, endpoint, mut activity)| {
@@ -406,6 +423,66 @@ fn personal(
         .into_iter()
         .map(|a| (bot, endpoint.clone(), a))
         .collect()
+}
+
+/// A user's message as the bot receives it: in its 1:1 chat, or a channel thread with mentions.
+fn user_message(
+    world: &World,
+    service_url: &str,
+    tenant_id: Uuid,
+    conversation_id: &str,
+    message_id: &str,
+    bot: Uuid,
+) -> Option<Outgoing> {
+    let tenant = world.tenant(tenant_id)?;
+    let app = tenant.app_of_bot(bot)?;
+    let endpoint = tenant
+        .registration(bot)
+        .and_then(|r| r.messaging_endpoint.clone());
+    let conversation = tenant.conversation(conversation_id)?;
+    let message = tenant
+        .messages(&conversation)
+        .iter()
+        .find(|m| m.id == message_id)?;
+    let crate::tenant::Participant::User(sender) = message.from else {
+        return None;
+    };
+    let from = user_account(tenant.user_by_id(sender)?);
+    let base = match &conversation {
+        crate::tenant::Conversation::Personal { chat } => {
+            let chat = tenant.chat(chat)?;
+            let conv = json!({"conversationType": "personal", "tenantId": tenant_id.to_string(), "id": chat.conversation_id});
+            envelope(service_url, tenant_id, from, bot, &app.display_name, conv)
+        }
+        crate::tenant::Conversation::Channel { team, channel, .. } => {
+            let team = tenant.teams.iter().find(|t| t.id == *team)?;
+            let conv = json!({"isGroup": true, "conversationType": "channel", "tenantId": tenant_id.to_string(), "id": conversation_id});
+            with(
+                envelope(service_url, tenant_id, from, bot, &app.display_name, conv),
+                json!({"channelData": {
+                    "teamsChannelId": channel,
+                    "teamsTeamId": team.thread_id,
+                    "channel": {"id": channel},
+                    "team": {"id": team.thread_id, "name": team.display_name, "aadGroupId": team.id.to_string()},
+                }}),
+            )
+        }
+    };
+    let mut activity = with(
+        base,
+        json!({"type": "message", "id": message.id, "textFormat": "plain"}),
+    );
+    for key in ["text", "textFormat", "attachments"] {
+        if let Some(v) = message.activity.get(key) {
+            activity[key] = v.clone();
+        }
+    }
+    if let Some(Value::Array(extra)) = message.activity.get("entities")
+        && let Some(Value::Array(entities)) = activity.get_mut("entities")
+    {
+        entities.extend(extra.iter().cloned());
+    }
+    Some((bot, endpoint, activity))
 }
 
 /// Team-scope activities: the conversation is the team's General channel.

@@ -11,6 +11,7 @@ pub mod odata;
 mod catalog;
 mod chats;
 mod installed_apps;
+pub mod messages;
 mod users;
 
 pub use error::GraphError;
@@ -58,6 +59,7 @@ pub fn router() -> Router<AppState> {
         .merge(catalog::router())
         .merge(installed_apps::router())
         .merge(chats::router())
+        .merge(messages::router())
         .fallback(not_emulated)
         .layer(middleware::from_fn(graph_envelope))
 }

@@ -6,9 +6,11 @@
 //! from the token, and shape the answer; the [`TeamsEvent`]s a change returns are what
 //! `delivery` turns into activities for the bot.
 
+pub mod conversations;
 mod error;
 pub mod permissions;
 
+pub use conversations::{Conversation, ConversationError};
 pub use error::TenantError;
 pub use permissions::{Caller, Permission, Reach};
 
@@ -241,6 +243,24 @@ pub enum TeamsEvent {
         tenant: Uuid,
         team: Uuid,
         catalog_app: Uuid,
+    },
+    MemberAddedToTeam {
+        tenant: Uuid,
+        team: Uuid,
+        user: Uuid,
+    },
+    MemberRemovedFromTeam {
+        tenant: Uuid,
+        team: Uuid,
+        user: Uuid,
+    },
+    /// A user's message that `bot` hears: in its 1:1 chat, or a channel message mentioning it.
+    UserMessage {
+        tenant: Uuid,
+        /// The Connector conversation id (a chat, or `{channel};messageid={root}`).
+        conversation: String,
+        message: String,
+        bot: Uuid,
     },
 }
 
@@ -478,6 +498,28 @@ impl Tenant {
         found.ok_or_else(|| TenantError::UserNotFound(id_or_upn.to_string()))
     }
 
+    /// A user by scenario key (`megan`), object id, UPN or `29:` id: how the control API names users.
+    pub fn user_by_handle(&self, handle: &str) -> Result<&User, TenantError> {
+        self.users
+            .iter()
+            .find(|u| u.key.eq_ignore_ascii_case(handle) || u.mri == handle)
+            .map(Ok)
+            .unwrap_or_else(|| self.user(handle))
+    }
+
+    /// A team by key, display name, group id or thread id.
+    pub fn team_by_handle(&self, handle: &str) -> Result<&Team, TenantError> {
+        self.teams
+            .iter()
+            .find(|t| {
+                t.key.eq_ignore_ascii_case(handle)
+                    || t.display_name.eq_ignore_ascii_case(handle)
+                    || t.thread_id == handle
+            })
+            .map(Ok)
+            .unwrap_or_else(|| self.team(handle))
+    }
+
     pub fn user_by_id(&self, id: Uuid) -> Option<&User> {
         self.users.iter().find(|u| u.id == id)
     }
@@ -705,7 +747,7 @@ impl Tenant {
             .collect()
     }
 
-    fn ensure_chat(&mut self, user: Uuid, bot: Uuid, now: DateTime<Utc>) -> &Chat {
+    pub(crate) fn ensure_chat(&mut self, user: Uuid, bot: Uuid, now: DateTime<Utc>) -> &Chat {
         let id = ids::one_on_one_chat_id(bot, user);
         if let Some(i) = self.chats.iter().position(|c| c.id == id) {
             return &self.chats[i];

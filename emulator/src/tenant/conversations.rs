@@ -1,0 +1,515 @@
+//! Conversations as the Bot Connector sees them: 1:1 chats and channel threads, who may post in
+//! them, and the messages bots and users post, update and delete.
+
+use super::{Chat, Message, Participant, TeamsEvent, Tenant, World};
+use crate::ids;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// Why a Connector operation on a conversation was refused; the Connector renders each with
+/// Teams' own code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConversationError {
+    ConversationNotFound(String),
+    ActivityNotFound(String),
+    MemberNotFound(String),
+    /// The bot is not a member of the conversation (not installed there, or another bot's chat).
+    BotNotInRoster,
+    /// The bot is not installed in the user's personal scope.
+    NotInstalledForUser,
+    BlockedByUser,
+    BadArgument(String),
+}
+
+/// A conversation id resolved to what it addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Conversation {
+    /// A 1:1 chat, by its Graph id.
+    Personal { chat: String },
+    /// A team channel, or one thread in it (`…;messageid=…`).
+    Channel {
+        team: Uuid,
+        channel: String,
+        thread: Option<String>,
+    },
+}
+
+impl World {
+    /// Finds the tenant and conversation an id addresses. Connector tokens do not name the
+    /// customer tenant, so the conversation does.
+    pub fn find_conversation(&self, id: &str) -> Option<(Uuid, Conversation)> {
+        self.tenants
+            .iter()
+            .find_map(|t| t.conversation(id).map(|c| (t.id, c)))
+    }
+}
+
+impl Tenant {
+    pub fn conversation(&self, id: &str) -> Option<Conversation> {
+        let (base, thread) = match id.split_once(";messageid=") {
+            Some((base, thread)) => (base, Some(thread.to_string())),
+            None => (id, None),
+        };
+        if let Some(chat) = self.chat(base) {
+            return thread.is_none().then(|| Conversation::Personal {
+                chat: chat.id.clone(),
+            });
+        }
+        self.teams.iter().find_map(|team| {
+            team.channels
+                .iter()
+                .find(|c| c.id == base)
+                .map(|c| Conversation::Channel {
+                    team: team.id,
+                    channel: c.id.clone(),
+                    thread: thread.clone(),
+                })
+        })
+    }
+
+    fn team_has_bot(&self, team: Uuid, bot: Uuid) -> bool {
+        self.app_of_bot(bot).is_some_and(|app| {
+            self.installation_in_scope(super::InstallScope::Team(team), app.id)
+                .is_some()
+        })
+    }
+
+    /// Checks `bot` may post in `conversation`.
+    pub fn check_bot_may_post(
+        &self,
+        bot: Uuid,
+        conversation: &Conversation,
+    ) -> Result<(), ConversationError> {
+        match conversation {
+            Conversation::Personal { chat } => {
+                let chat = self
+                    .chat(chat)
+                    .ok_or_else(|| ConversationError::ConversationNotFound(chat.clone()))?;
+                if chat.bot != bot {
+                    return Err(ConversationError::BotNotInRoster);
+                }
+                if !self.bot_installed_for_user(bot, chat.user) {
+                    return Err(ConversationError::NotInstalledForUser);
+                }
+                if self
+                    .user_by_id(chat.user)
+                    .is_some_and(|u| u.blocked_bots.contains(&bot))
+                {
+                    return Err(ConversationError::BlockedByUser);
+                }
+                Ok(())
+            }
+            Conversation::Channel { team, .. } => {
+                if self.team_has_bot(*team, bot) {
+                    Ok(())
+                } else {
+                    Err(ConversationError::BotNotInRoster)
+                }
+            }
+        }
+    }
+
+    /// The bot of a conversation when the caller did not say (Connector calls without a token).
+    pub fn conversation_bot(&self, conversation: &Conversation) -> Option<Uuid> {
+        match conversation {
+            Conversation::Personal { chat } => self.chat(chat).map(|c| c.bot),
+            Conversation::Channel { team, .. } => self
+                .installations
+                .iter()
+                .filter(|i| i.scope == super::InstallScope::Team(*team))
+                .find_map(|i| {
+                    self.catalog
+                        .iter()
+                        .find(|a| a.id == i.catalog_app)
+                        .and_then(|a| a.bot_id)
+                }),
+        }
+    }
+
+    /// The users in a conversation's roster.
+    pub fn roster(&self, conversation: &Conversation) -> Vec<&super::User> {
+        match conversation {
+            Conversation::Personal { chat } => self
+                .chat(chat)
+                .and_then(|c| self.user_by_id(c.user))
+                .into_iter()
+                .collect(),
+            Conversation::Channel { team, .. } => self
+                .teams
+                .iter()
+                .find(|t| t.id == *team)
+                .map(|t| {
+                    t.members
+                        .iter()
+                        .filter_map(|m| self.user_by_id(m.user))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Opens (or finds) the 1:1 chat of `bot` and `user`. Teams allows it when the bot is
+    /// installed for the user, or in a team the user belongs to.
+    pub fn open_personal_conversation(
+        &mut self,
+        bot: Uuid,
+        user: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<&Chat, ConversationError> {
+        let in_shared_team = self
+            .teams
+            .iter()
+            .any(|t| t.members.iter().any(|m| m.user == user) && self.team_has_bot(t.id, bot));
+        if !self.bot_installed_for_user(bot, user) && !in_shared_team {
+            return Err(ConversationError::NotInstalledForUser);
+        }
+        if self
+            .user_by_id(user)
+            .is_some_and(|u| u.blocked_bots.contains(&bot))
+        {
+            return Err(ConversationError::BlockedByUser);
+        }
+        Ok(self.ensure_chat(user, bot, now))
+    }
+
+    fn messages_mut(
+        &mut self,
+        conversation: &Conversation,
+    ) -> Result<&mut Vec<Message>, ConversationError> {
+        let missing = || ConversationError::ConversationNotFound(format!("{conversation:?}"));
+        match conversation {
+            Conversation::Personal { chat } => self
+                .chat_mut(chat)
+                .map(|c| &mut c.messages)
+                .ok_or_else(missing),
+            Conversation::Channel { team, channel, .. } => self
+                .teams
+                .iter_mut()
+                .find(|t| t.id == *team)
+                .and_then(|t| t.channels.iter_mut().find(|c| c.id == *channel))
+                .map(|c| &mut c.messages)
+                .ok_or_else(missing),
+        }
+    }
+
+    pub fn messages(&self, conversation: &Conversation) -> &[Message] {
+        match conversation {
+            Conversation::Personal { chat } => self
+                .chat(chat)
+                .map(|c| c.messages.as_slice())
+                .unwrap_or_default(),
+            Conversation::Channel { team, channel, .. } => self
+                .teams
+                .iter()
+                .find(|t| t.id == *team)
+                .and_then(|t| t.channels.iter().find(|c| c.id == *channel))
+                .map(|c| c.messages.as_slice())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Adds a message. In a channel, a message names its thread: the conversation's
+    /// `;messageid=`, else the `reply_to` root if it exists, else it starts a new thread.
+    pub fn post_message(
+        &mut self,
+        conversation: &Conversation,
+        id: String,
+        from: Participant,
+        reply_to: Option<&str>,
+        activity: Value,
+        now: DateTime<Utc>,
+    ) -> Result<Message, ConversationError> {
+        let thread = match conversation {
+            Conversation::Personal { .. } => None,
+            Conversation::Channel { thread, .. } => {
+                let existing = self.messages(conversation);
+                let root_of = |id: &str| {
+                    existing
+                        .iter()
+                        .find(|m| m.id == id)
+                        .map(|m| m.reply_to.clone().unwrap_or_else(|| m.id.clone()))
+                };
+                match thread {
+                    Some(t) => Some(
+                        root_of(t)
+                            .ok_or_else(|| ConversationError::ConversationNotFound(t.clone()))?,
+                    ),
+                    None => reply_to.and_then(root_of),
+                }
+            }
+        };
+        let message = Message {
+            id,
+            from,
+            created: now,
+            last_modified: now,
+            deleted: None,
+            reply_to: thread,
+            activity,
+        };
+        self.messages_mut(conversation)?.push(message.clone());
+        if let Conversation::Personal { chat } = conversation
+            && let Some(c) = self.chat_mut(chat)
+        {
+            c.last_updated = now;
+        }
+        Ok(message)
+    }
+
+    /// Replaces a bot's message with `activity` (Teams shows it as edited).
+    pub fn update_message(
+        &mut self,
+        conversation: &Conversation,
+        bot: Uuid,
+        activity_id: &str,
+        activity: Value,
+        now: DateTime<Utc>,
+    ) -> Result<(), ConversationError> {
+        let message = self.own_message(conversation, bot, activity_id)?;
+        let mut merged = message.activity.clone();
+        if let (Value::Object(m), Value::Object(new)) = (&mut merged, activity) {
+            for key in ["text", "attachments", "textFormat", "summary", "entities"] {
+                match new.get(key) {
+                    Some(v) => m.insert(key.to_string(), v.clone()),
+                    None => m.remove(key),
+                };
+            }
+        }
+        message.activity = merged;
+        message.last_modified = now;
+        Ok(())
+    }
+
+    pub fn delete_message(
+        &mut self,
+        conversation: &Conversation,
+        bot: Uuid,
+        activity_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), ConversationError> {
+        let message = self.own_message(conversation, bot, activity_id)?;
+        message.deleted = Some(now);
+        message.last_modified = now;
+        Ok(())
+    }
+
+    fn own_message(
+        &mut self,
+        conversation: &Conversation,
+        bot: Uuid,
+        activity_id: &str,
+    ) -> Result<&mut Message, ConversationError> {
+        let message = self
+            .messages_mut(conversation)?
+            .iter_mut()
+            .find(|m| m.id == activity_id && m.deleted.is_none())
+            .ok_or_else(|| ConversationError::ActivityNotFound(activity_id.to_string()))?;
+        if message.from != Participant::Bot(bot) {
+            return Err(ConversationError::BadArgument(
+                "A bot can only update or delete its own messages.".into(),
+            ));
+        }
+        Ok(message)
+    }
+}
+
+impl World {
+    /// Adds `user` to a team; every bot installed in the team hears `teamMemberAdded`.
+    pub fn add_team_member(
+        &mut self,
+        tenant: Uuid,
+        team: &str,
+        user: &str,
+    ) -> Result<Vec<TeamsEvent>, super::TenantError> {
+        let t = self.tenant_mut(tenant).ok_or_else(|| {
+            super::TenantError::Forbidden(format!("Tenant '{tenant}' is not emulated."))
+        })?;
+        let user = t.user(user)?.id;
+        let team_id = t.team(team)?.id;
+        let team = t
+            .teams
+            .iter_mut()
+            .find(|x| x.id == team_id)
+            .expect("team was just found");
+        if team.members.iter().any(|m| m.user == user) {
+            return Err(super::TenantError::BadRequest(
+                "The user is already a member of the team.".into(),
+            ));
+        }
+        team.members.push(super::TeamMember { user, owner: false });
+        Ok(vec![TeamsEvent::MemberAddedToTeam {
+            tenant,
+            team: team_id,
+            user,
+        }])
+    }
+
+    pub fn remove_team_member(
+        &mut self,
+        tenant: Uuid,
+        team: &str,
+        user: &str,
+    ) -> Result<Vec<TeamsEvent>, super::TenantError> {
+        let t = self.tenant_mut(tenant).ok_or_else(|| {
+            super::TenantError::Forbidden(format!("Tenant '{tenant}' is not emulated."))
+        })?;
+        let user = t.user(user)?.id;
+        let team_id = t.team(team)?.id;
+        let team = t
+            .teams
+            .iter_mut()
+            .find(|x| x.id == team_id)
+            .expect("team was just found");
+        let before = team.members.len();
+        team.members.retain(|m| m.user != user);
+        if team.members.len() == before {
+            return Err(super::TenantError::BadRequest(
+                "The user is not a member of the team.".into(),
+            ));
+        }
+        Ok(vec![TeamsEvent::MemberRemovedFromTeam {
+            tenant,
+            team: team_id,
+            user,
+        }])
+    }
+
+    /// A user writes in their 1:1 chat with a bot; the bot hears it if it is installed.
+    pub fn post_user_chat_message(
+        &mut self,
+        tenant: Uuid,
+        user: Uuid,
+        chat: &str,
+        activity: Value,
+    ) -> Result<(Message, Vec<TeamsEvent>), super::TenantError> {
+        let now = self.now();
+        let id = self.next_message_id();
+        let t = self.tenant_mut(tenant).ok_or_else(|| {
+            super::TenantError::Forbidden(format!("Tenant '{tenant}' is not emulated."))
+        })?;
+        let c = t
+            .chat(chat)
+            .filter(|c| c.user == user)
+            .ok_or_else(|| super::TenantError::ChatNotFound(chat.to_string()))?;
+        let (chat_id, bot) = (c.id.clone(), c.bot);
+        let conversation = Conversation::Personal {
+            chat: chat_id.clone(),
+        };
+        let message = t
+            .post_message(
+                &conversation,
+                id,
+                Participant::User(user),
+                None,
+                activity,
+                now,
+            )
+            .map_err(|e| super::TenantError::BadRequest(format!("{e:?}")))?;
+        let events = if t.bot_installed_for_user(bot, user) {
+            vec![TeamsEvent::UserMessage {
+                tenant,
+                conversation: chat_id,
+                message: message.id.clone(),
+                bot,
+            }]
+        } else {
+            vec![]
+        };
+        Ok((message, events))
+    }
+
+    /// A user posts in a channel (a new thread, or a reply to `thread`); each bot installed in the
+    /// team that is @mentioned hears it, as in Teams.
+    pub fn post_user_channel_message(
+        &mut self,
+        tenant: Uuid,
+        user: Uuid,
+        team: &str,
+        channel: &str,
+        thread: Option<&str>,
+        mentioned_bots: &[Uuid],
+        activity: Value,
+    ) -> Result<(Message, Vec<TeamsEvent>), super::TenantError> {
+        let now = self.now();
+        let id = self.next_message_id();
+        let t = self.tenant_mut(tenant).ok_or_else(|| {
+            super::TenantError::Forbidden(format!("Tenant '{tenant}' is not emulated."))
+        })?;
+        let team_ref = t.team(team)?;
+        let team_id = team_ref.id;
+        if !team_ref.members.iter().any(|m| m.user == user) {
+            return Err(super::TenantError::Forbidden(
+                "The user is not a member of the team.".into(),
+            ));
+        }
+        let channel_id = team_ref
+            .channels
+            .iter()
+            .find(|c| c.id == channel)
+            .map(|c| c.id.clone())
+            .ok_or_else(|| super::TenantError::ChannelNotFound(channel.to_string()))?;
+        let conversation = Conversation::Channel {
+            team: team_id,
+            channel: channel_id.clone(),
+            thread: thread.map(str::to_string),
+        };
+        let message = t
+            .post_message(
+                &conversation,
+                id,
+                Participant::User(user),
+                None,
+                activity,
+                now,
+            )
+            .map_err(|_| {
+                super::TenantError::BadRequest("The thread to reply to does not exist.".into())
+            })?;
+        let root = message
+            .reply_to
+            .clone()
+            .unwrap_or_else(|| message.id.clone());
+        let events = mentioned_bots
+            .iter()
+            .filter(|bot| t.team_has_bot(team_id, **bot))
+            .map(|bot| TeamsEvent::UserMessage {
+                tenant,
+                conversation: format!("{channel_id};messageid={root}"),
+                message: message.id.clone(),
+                bot: *bot,
+            })
+            .collect();
+        Ok((message, events))
+    }
+
+    /// The user blocks (or unblocks) a bot: its sends then answer 403 `ConversationBlockedByUser`.
+    pub fn set_blocked(
+        &mut self,
+        tenant: Uuid,
+        user: &str,
+        bot: Uuid,
+        blocked: bool,
+    ) -> Result<(), super::TenantError> {
+        let t = self.tenant_mut(tenant).ok_or_else(|| {
+            super::TenantError::Forbidden(format!("Tenant '{tenant}' is not emulated."))
+        })?;
+        let id = t.user(user)?.id;
+        let u = t
+            .users
+            .iter_mut()
+            .find(|u| u.id == id)
+            .expect("user was just found");
+        if blocked {
+            u.blocked_bots.insert(bot);
+        } else {
+            u.blocked_bots.remove(&bot);
+        }
+        Ok(())
+    }
+}
+
+/// A fresh 1:1 conversation id, for tests that need one without a tenant.
+pub fn personal_conversation_id_for(bot: Uuid, user: Uuid) -> String {
+    ids::personal_conversation_id(&ids::one_on_one_chat_id(bot, user))
+}
