@@ -210,7 +210,7 @@ impl Activity {
     }
 }
 
-/// Removes every `<at>…</at>` element (and a stray `<at>` without its end).
+/// Removes every `<at>…</at>` element; a stray `<at>` without its end loses just the tag.
 pub fn strip_mentions(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
@@ -258,7 +258,11 @@ mod tests {
         };
         assert_eq!(activity.command().as_deref(), Some("stop"));
         assert_eq!(strip_mentions("<AT>Bot</AT>help"), "help");
-        assert_eq!(strip_mentions("a <at>x"), "a ");
+        assert_eq!(
+            strip_mentions("a <at>x"),
+            "a x",
+            "a stray opening tag is dropped"
+        );
     }
 
     #[test]
