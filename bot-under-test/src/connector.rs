@@ -1,0 +1,642 @@
+//! The Bot Connector client: send, reply, create conversation and roster calls against an
+//! activity's service URL, with the bot's token, bounded concurrency, per-conversation pacing
+//! and retries. Teams' 403s are told apart: a user who blocked the bot versus a bot that is no
+//! longer installed.
+
+use std::sync::Arc;
+
+use reqwest::{Method, StatusCode};
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::sync::Semaphore;
+use url::Url;
+
+use crate::retry::{ConversationPacer, RetryPolicy, send_with_retry};
+use crate::token::{CONNECTOR_SCOPE, TokenProvider};
+
+/// Why a Connector call did not succeed.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum ConnectorError {
+    /// 403 `ConversationBlockedByUser`: stop messaging this user.
+    #[error("the user blocked the bot: {0}")]
+    Blocked(String),
+    /// 403 after an uninstall (`BotNotInConversationRoster`, `ForbiddenOperationException`,
+    /// `errorCode` 209 `MessageWritesBlocked`).
+    #[error("the bot is not installed for this conversation ({code}): {message}")]
+    NotInstalled { code: String, message: String },
+    /// Any other error status (after retries, for the retryable ones).
+    #[error("connector answered {status} {code}: {message}")]
+    Http {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    /// No usable response.
+    #[error("connector unreachable: {0}")]
+    Transport(String),
+    /// The bot's token could not be had.
+    #[error("no connector token: {0}")]
+    Token(String),
+}
+
+impl ConnectorError {
+    /// Short reason for reports.
+    pub fn reason(&self) -> String {
+        self.to_string()
+    }
+}
+
+/// A roster member as the Connector returns it (TeamsChannelAccount).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct TeamsChannelAccount {
+    pub id: String,
+    pub name: Option<String>,
+    pub aad_object_id: Option<String>,
+    pub object_id: Option<String>,
+    pub user_principal_name: Option<String>,
+    pub email: Option<String>,
+    pub tenant_id: Option<String>,
+}
+
+impl TeamsChannelAccount {
+    /// The Entra object id, whichever field carries it.
+    pub fn aad_id(&self) -> Option<String> {
+        self.aad_object_id
+            .clone()
+            .or_else(|| self.object_id.clone())
+    }
+}
+
+/// One page of `pagedmembers`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PagedMembers {
+    pub members: Vec<TeamsChannelAccount>,
+    pub continuation_token: Option<String>,
+}
+
+/// The answer to `POST v3/conversations`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ConversationResource {
+    pub id: String,
+    pub activity_id: Option<String>,
+    pub service_url: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ResourceResponse {
+    #[serde(default)]
+    id: Option<String>,
+}
+
+/// Client for `{serviceUrl}v3/...`. One HTTP client for every service URL.
+#[derive(Debug)]
+pub struct ConnectorClient {
+    http: reqwest::Client,
+    /// `None` when the bot has no app id: calls go without `Authorization`.
+    tokens: Option<Arc<TokenProvider>>,
+    token_tenant: String,
+    retry: RetryPolicy,
+    pacer: ConversationPacer,
+    permits: Arc<Semaphore>,
+}
+
+impl ConnectorClient {
+    pub fn new(
+        http: reqwest::Client,
+        tokens: Option<Arc<TokenProvider>>,
+        token_tenant: &str,
+        retry: RetryPolicy,
+        permits: Arc<Semaphore>,
+    ) -> Self {
+        ConnectorClient {
+            http,
+            tokens,
+            token_tenant: token_tenant.to_owned(),
+            retry,
+            pacer: ConversationPacer::default(),
+            permits,
+        }
+    }
+
+    /// `POST {serviceUrl}v3/conversations/{conversationId}/activities`: a new message.
+    /// Returns the new activity's id (empty when Teams answered 202 without a body).
+    pub async fn send_to_conversation(
+        &self,
+        service_url: &str,
+        conversation_id: &str,
+        activity: &Value,
+    ) -> Result<String, ConnectorError> {
+        let url = connector_url(
+            service_url,
+            &["v3", "conversations", conversation_id, "activities"],
+        )?;
+        self.pacer.pace(conversation_id).await;
+        let body = self.call(Method::POST, url, Some(activity)).await?;
+        Ok(parse_id(&body))
+    }
+
+    /// `POST {serviceUrl}v3/conversations/{conversationId}/activities/{activityId}`: a reply.
+    pub async fn reply_to_activity(
+        &self,
+        service_url: &str,
+        conversation_id: &str,
+        activity_id: &str,
+        activity: &Value,
+    ) -> Result<String, ConnectorError> {
+        let url = connector_url(
+            service_url,
+            &[
+                "v3",
+                "conversations",
+                conversation_id,
+                "activities",
+                activity_id,
+            ],
+        )?;
+        self.pacer.pace(conversation_id).await;
+        let body = self.call(Method::POST, url, Some(activity)).await?;
+        Ok(parse_id(&body))
+    }
+
+    /// `POST {serviceUrl}v3/conversations`: a 1:1 chat with a user, or a new channel thread.
+    pub async fn create_conversation(
+        &self,
+        service_url: &str,
+        parameters: &Value,
+    ) -> Result<ConversationResource, ConnectorError> {
+        let url = connector_url(service_url, &["v3", "conversations"])?;
+        // Creates count against the target's thread budget: the member or the channel.
+        let pace_key = parameters
+            .pointer("/channelData/channel/id")
+            .or_else(|| parameters.pointer("/members/0/id"))
+            .and_then(Value::as_str)
+            .unwrap_or("v3/conversations")
+            .to_owned();
+        self.pacer.pace(&pace_key).await;
+        let body = self.call(Method::POST, url, Some(parameters)).await?;
+        serde_json::from_slice(&body).map_err(|e| ConnectorError::Http {
+            status: 200,
+            code: "UnreadableResponse".to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// `GET {serviceUrl}v3/conversations/{id}/pagedmembers?pageSize=&continuationToken=`.
+    pub async fn paged_members(
+        &self,
+        service_url: &str,
+        conversation_id: &str,
+        page_size: u32,
+        continuation_token: Option<&str>,
+    ) -> Result<PagedMembers, ConnectorError> {
+        let mut url = connector_url(
+            service_url,
+            &["v3", "conversations", conversation_id, "pagedmembers"],
+        )?;
+        {
+            let mut query = url.query_pairs_mut();
+            query.append_pair("pageSize", &page_size.to_string());
+            if let Some(token) = continuation_token {
+                query.append_pair("continuationToken", token);
+            }
+        }
+        let body = self.call(Method::GET, url, None).await?;
+        serde_json::from_slice(&body).map_err(|e| ConnectorError::Http {
+            status: 200,
+            code: "UnreadableResponse".to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Every member of a conversation (a team), following continuation tokens.
+    pub async fn all_members(
+        &self,
+        service_url: &str,
+        conversation_id: &str,
+        page_size: u32,
+    ) -> Result<Vec<TeamsChannelAccount>, ConnectorError> {
+        let mut members = Vec::new();
+        let mut token: Option<String> = None;
+        // A server that keeps handing out tokens cannot keep us here forever.
+        for _ in 0..1000 {
+            let page = self
+                .paged_members(service_url, conversation_id, page_size, token.as_deref())
+                .await?;
+            members.extend(page.members);
+            match page.continuation_token.filter(|t| !t.is_empty()) {
+                Some(next) => token = Some(next),
+                None => break,
+            }
+        }
+        Ok(members)
+    }
+
+    /// `GET {serviceUrl}v3/conversations/{id}/members/{memberId}`.
+    pub async fn get_member(
+        &self,
+        service_url: &str,
+        conversation_id: &str,
+        member_id: &str,
+    ) -> Result<TeamsChannelAccount, ConnectorError> {
+        let url = connector_url(
+            service_url,
+            &["v3", "conversations", conversation_id, "members", member_id],
+        )?;
+        let body = self.call(Method::GET, url, None).await?;
+        serde_json::from_slice(&body).map_err(|e| ConnectorError::Http {
+            status: 200,
+            code: "UnreadableResponse".to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    async fn token(&self) -> Result<Option<String>, ConnectorError> {
+        match &self.tokens {
+            None => Ok(None),
+            Some(tokens) => tokens
+                .token(&self.token_tenant, CONNECTOR_SCOPE)
+                .await
+                .map(Some)
+                .map_err(|e| ConnectorError::Token(e.to_string())),
+        }
+    }
+
+    /// One call with retries; a 401 refreshes the token once.
+    async fn call(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&Value>,
+    ) -> Result<Vec<u8>, ConnectorError> {
+        let mut refreshed = false;
+        loop {
+            let token = self.token().await?;
+            let sent = {
+                let _permit = self
+                    .permits
+                    .acquire()
+                    .await
+                    .expect("semaphore never closed");
+                send_with_retry(&self.retry, || {
+                    let mut request = self.http.request(method.clone(), url.clone());
+                    if let Some(token) = &token {
+                        request = request.bearer_auth(token);
+                    }
+                    if let Some(body) = body {
+                        request = request.json(body);
+                    }
+                    request
+                })
+                .await
+                .map_err(|e| ConnectorError::Transport(e.to_string()))?
+            };
+            let status = sent.response.status();
+            let bytes = sent
+                .response
+                .bytes()
+                .await
+                .map_err(|e| ConnectorError::Transport(e.to_string()))?;
+            if status.is_success() {
+                return Ok(bytes.to_vec());
+            }
+            if status == StatusCode::UNAUTHORIZED
+                && !refreshed
+                && let Some(tokens) = &self.tokens
+            {
+                tokens.invalidate(&self.token_tenant, CONNECTOR_SCOPE).await;
+                refreshed = true;
+                continue;
+            }
+            return Err(classify_error(status, &bytes));
+        }
+    }
+}
+
+fn parse_id(body: &[u8]) -> String {
+    serde_json::from_slice::<ResourceResponse>(body)
+        .ok()
+        .and_then(|r| r.id)
+        .unwrap_or_default()
+}
+
+/// `{serviceUrl}` joined with path segments, each percent-encoded as a segment (conversation ids
+/// carry `:`, `@` and `;`, which stay; `/`, `?`, `#` and `%` are escaped).
+pub fn connector_url(service_url: &str, segments: &[&str]) -> Result<Url, ConnectorError> {
+    let mut url = Url::parse(service_url)
+        .map_err(|e| ConnectorError::Transport(format!("bad service URL {service_url:?}: {e}")))?;
+    url.path_segments_mut()
+        .map_err(|_| ConnectorError::Transport(format!("bad service URL {service_url:?}")))?
+        .pop_if_empty()
+        .extend(segments);
+    Ok(url)
+}
+
+/// Turns an error answer into a [`ConnectorError`], recognising Teams' 403 codes.
+pub fn classify_error(status: StatusCode, body: &[u8]) -> ConnectorError {
+    let json: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let code = json
+        .pointer("/error/code")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let message = json
+        .pointer("/error/message")
+        .or_else(|| json.get("message"))
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .unwrap_or_else(|| String::from_utf8_lossy(body).chars().take(300).collect());
+    if status == StatusCode::FORBIDDEN {
+        if code == "ConversationBlockedByUser" {
+            return ConnectorError::Blocked(message);
+        }
+        let error_code = json.get("errorCode").and_then(Value::as_i64);
+        if matches!(
+            code.as_str(),
+            "BotNotInConversationRoster" | "ForbiddenOperationException"
+        ) || error_code == Some(209)
+            || message.contains("MessageWritesBlocked")
+        {
+            let code = if code.is_empty() {
+                error_code.map(|c| c.to_string()).unwrap_or_default()
+            } else {
+                code
+            };
+            return ConnectorError::NotInstalled { code, message };
+        }
+    }
+    ConnectorError::Http {
+        status: status.as_u16(),
+        code,
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::time::{Duration, Instant};
+    use wiremock::matchers::{header, method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    fn client(max_attempts: u32) -> ConnectorClient {
+        ConnectorClient::new(
+            reqwest::Client::new(),
+            None,
+            "botframework.com",
+            RetryPolicy {
+                max_attempts,
+                base_delay: Duration::from_millis(20),
+                max_delay: Duration::from_secs(5),
+            },
+            Arc::new(Semaphore::new(4)),
+        )
+    }
+
+    fn service_url(server: &MockServer) -> String {
+        format!("{}/amer/", server.uri())
+    }
+
+    const ACTIVITIES: &str = "/amer/v3/conversations/a:conv/activities";
+
+    #[tokio::test]
+    async fn a_429_is_retried_no_sooner_than_retry_after() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path(ACTIVITIES))
+            .respond_with(
+                ResponseTemplate::new(429)
+                    .insert_header("Retry-After", "2")
+                    .set_body_json(
+                        json!({"error":{"code":"Throttled","message":"Too many requests."}}),
+                    ),
+            )
+            .up_to_n_times(1)
+            .expect(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .and(path(ACTIVITIES))
+            .respond_with(ResponseTemplate::new(201).set_body_json(json!({"id": "1675173753869"})))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let start = Instant::now();
+        let id = client(4)
+            .send_to_conversation(&service_url(&server), "a:conv", &json!({"type":"message"}))
+            .await
+            .unwrap();
+        assert_eq!(id, "1675173753869");
+        assert!(
+            start.elapsed() >= Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn blocked_by_user_stops_at_the_first_answer() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path(ACTIVITIES))
+            .respond_with(ResponseTemplate::new(403).set_body_json(json!({
+                "error": {"code": "ConversationBlockedByUser", "message": "User blocked the conversation with the bot."}
+            })))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let error = client(4)
+            .send_to_conversation(&service_url(&server), "a:conv", &json!({"type":"message"}))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, ConnectorError::Blocked(_)), "{error:?}");
+    }
+
+    #[tokio::test]
+    async fn an_always_unavailable_service_gets_exactly_max_attempts() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path(ACTIVITIES))
+            .respond_with(ResponseTemplate::new(503))
+            .expect(3)
+            .mount(&server)
+            .await;
+        let error = client(3)
+            .send_to_conversation(&service_url(&server), "a:conv", &json!({"type":"message"}))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, ConnectorError::Http { status: 503, .. }),
+            "{error:?}"
+        );
+        server.verify().await;
+    }
+
+    #[tokio::test]
+    async fn precondition_failed_and_bad_gateway_are_retried() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path(ACTIVITIES))
+            .respond_with(ResponseTemplate::new(412).set_body_json(json!({
+                "error": {"code": "PreconditionFailed", "message": "Precondition failed, please try again."}
+            })))
+            .up_to_n_times(1)
+            .expect(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .and(path(ACTIVITIES))
+            .respond_with(ResponseTemplate::new(502))
+            .up_to_n_times(1)
+            .expect(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .and(path(ACTIVITIES))
+            .respond_with(ResponseTemplate::new(201).set_body_json(json!({"id": "42"})))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let id = client(4)
+            .send_to_conversation(&service_url(&server), "a:conv", &json!({"type":"message"}))
+            .await
+            .unwrap();
+        assert_eq!(id, "42");
+    }
+
+    #[tokio::test]
+    async fn forbidden_after_uninstall_means_not_installed() {
+        let cases = [
+            json!({"error":{"code":"BotNotInConversationRoster","message":"The bot is not part of the conversation roster."}}),
+            json!({"error":{"code":"ForbiddenOperationException","message":"Bot is not installed in user's personal scope"}}),
+            json!({"errorCode":209,"message":"{\"subCode\":\"MessageWritesBlocked\"}"}),
+        ];
+        for body in cases {
+            let error = classify_error(StatusCode::FORBIDDEN, body.to_string().as_bytes());
+            assert!(
+                matches!(error, ConnectorError::NotInstalled { .. }),
+                "{body}: {error:?}"
+            );
+        }
+        let other = classify_error(
+            StatusCode::FORBIDDEN,
+            br#"{"error":{"code":"NotEnoughPermissions","message":"no"}}"#,
+        );
+        assert!(matches!(other, ConnectorError::Http { status: 403, .. }));
+    }
+
+    #[tokio::test]
+    async fn a_bearer_token_is_sent_when_the_bot_has_an_app_id() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/botframework.com/oauth2/v2.0/token"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "token_type":"Bearer","expires_in":3599,"access_token":"bot-token"
+            })))
+            .expect(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .and(path(ACTIVITIES))
+            .and(header("authorization", "Bearer bot-token"))
+            .respond_with(ResponseTemplate::new(201).set_body_json(json!({"id": "7"})))
+            .expect(2)
+            .mount(&server)
+            .await;
+        let policy = RetryPolicy {
+            max_attempts: 2,
+            base_delay: Duration::from_millis(5),
+            max_delay: Duration::from_millis(50),
+        };
+        let tokens = Arc::new(TokenProvider::new(
+            reqwest::Client::new(),
+            &server.uri(),
+            "app",
+            "secret",
+            policy.clone(),
+        ));
+        let client = ConnectorClient::new(
+            reqwest::Client::new(),
+            Some(tokens),
+            "botframework.com",
+            policy,
+            Arc::new(Semaphore::new(2)),
+        );
+        for _ in 0..2 {
+            client
+                .send_to_conversation(&service_url(&server), "a:conv", &json!({"type":"message"}))
+                .await
+                .unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn paged_members_follow_continuation_tokens() {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path(
+                "/amer/v3/conversations/19:team@thread.tacv2/pagedmembers",
+            ))
+            .and(wiremock::matchers::query_param(
+                "continuationToken",
+                "page2",
+            ))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "members": [{"id": "29:b", "name": "B", "objectId": "aad-b"}]
+            })))
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path(
+                "/amer/v3/conversations/19:team@thread.tacv2/pagedmembers",
+            ))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "continuationToken": "page2",
+                "members": [{"id": "29:a", "name": "A", "aadObjectId": "aad-a"}]
+            })))
+            .mount(&server)
+            .await;
+        let members = client(2)
+            .all_members(&service_url(&server), "19:team@thread.tacv2", 100)
+            .await
+            .unwrap();
+        let ids: Vec<_> = members
+            .iter()
+            .map(|m| (m.id.as_str(), m.aad_id()))
+            .collect();
+        assert_eq!(
+            ids,
+            vec![
+                ("29:a", Some("aad-a".to_owned())),
+                ("29:b", Some("aad-b".to_owned()))
+            ]
+        );
+    }
+
+    #[test]
+    fn conversation_ids_keep_their_punctuation_in_the_path() {
+        let url = connector_url(
+            "http://127.0.0.1:3979/amer/",
+            &[
+                "v3",
+                "conversations",
+                "19:abc@thread.tacv2;messageid=1",
+                "activities",
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            url.as_str(),
+            "http://127.0.0.1:3979/amer/v3/conversations/19:abc@thread.tacv2;messageid=1/activities"
+        );
+        let no_slash =
+            connector_url("https://smba.example/amer", &["v3", "conversations"]).unwrap();
+        assert_eq!(
+            no_slash.as_str(),
+            "https://smba.example/amer/v3/conversations"
+        );
+    }
+}

@@ -1,0 +1,317 @@
+//! Behaving well under Teams' and Graph's limits: bounded retries with jittered exponential
+//! backoff, `Retry-After` on 429, and per-conversation pacing of sends.
+//!
+//! [`send_with_retry`] is the one place outbound requests are retried; the Graph and Connector
+//! clients build a request and hand it here. A response that is not worth retrying (success, or
+//! a 4xx other than 412/429) is returned at once; so is the last response once the tries run out.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use rand::Rng;
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::{RequestBuilder, Response, StatusCode};
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+/// How often and how patiently to retry.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Most tries, the first one included (at least 1).
+    pub max_attempts: u32,
+    /// Backoff before the second try; doubles after each further failure.
+    pub base_delay: Duration,
+    /// Longest single wait, also the cap on a server's `Retry-After`.
+    pub max_delay: Duration,
+}
+
+impl RetryPolicy {
+    /// Full-jitter exponential backoff: a random wait in `[delay/2, delay]`, where `delay` is
+    /// `base * 2^(attempt-1)` capped at `max_delay`. `attempt` counts failed tries so far (1-based).
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let exp = attempt.saturating_sub(1).min(20);
+        let delay = self
+            .base_delay
+            .saturating_mul(1u32 << exp)
+            .min(self.max_delay);
+        let half = delay / 2;
+        let jitter = rand::thread_rng().gen_range(0..=half.as_millis().max(1) as u64);
+        half + Duration::from_millis(jitter).min(half.max(Duration::from_millis(1)))
+    }
+}
+
+/// Statuses that a Teams/Graph client retries with backoff (429 is handled via `Retry-After`).
+pub fn is_transient(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 412 | 429 | 502 | 503 | 504)
+}
+
+/// Reads `Retry-After` as delta-seconds or an HTTP date; `None` if absent or unreadable.
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    if let Ok(seconds) = value.parse::<f64>()
+        && seconds.is_finite()
+        && seconds >= 0.0
+    {
+        return Some(Duration::from_secs_f64(seconds));
+    }
+    let when = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let wait = when.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    Some(wait.to_std().unwrap_or(Duration::ZERO))
+}
+
+/// Why a request produced no response worth reading.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// Could not connect, timed out, or the connection broke, on every try.
+    #[error("{attempts} tries failed, last: {source}")]
+    Transport {
+        attempts: u32,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The request could not be built (a bug or a bad URL).
+    #[error("request could not be built: {0}")]
+    Build(String),
+}
+
+/// A response together with how many tries it took.
+#[derive(Debug)]
+pub struct Sent {
+    pub response: Response,
+    pub attempts: u32,
+}
+
+/// Sends the request built by `build` until it succeeds, fails for good, or the tries run out.
+///
+/// - 429: waits `Retry-After` (or the backoff if the header is missing), capped at `max_delay`.
+/// - 412, 502, 503, 504 and connection errors: jittered exponential backoff.
+/// - Anything else: returned at once.
+pub async fn send_with_retry(
+    policy: &RetryPolicy,
+    build: impl Fn() -> RequestBuilder,
+) -> Result<Sent, SendError> {
+    let max = policy.max_attempts.max(1);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let (client, request) = build().build_split();
+        let request = request.map_err(|e| SendError::Build(e.to_string()))?;
+        let method = request.method().clone();
+        let url = request.url().clone();
+        let result = client.execute(request).await;
+        match result {
+            Ok(response) => {
+                let status = response.status();
+                if !is_transient(status) || attempt >= max {
+                    return Ok(Sent {
+                        response,
+                        attempts: attempt,
+                    });
+                }
+                let wait = if status == StatusCode::TOO_MANY_REQUESTS {
+                    retry_after(response.headers())
+                        .map(|d| d.min(policy.max_delay))
+                        .unwrap_or_else(|| policy.backoff(attempt))
+                } else {
+                    policy.backoff(attempt)
+                };
+                tracing::debug!(%method, %url, %status, attempt, ?wait, "retrying");
+                tokio::time::sleep(wait).await;
+            }
+            Err(error) if attempt >= max || !is_retryable_transport(&error) => {
+                return Err(SendError::Transport {
+                    attempts: attempt,
+                    source: error,
+                });
+            }
+            Err(error) => {
+                let wait = policy.backoff(attempt);
+                tracing::debug!(%method, %url, %error, attempt, ?wait, "retrying after a connection error");
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+/// Connection failures and timeouts are worth another try; a body or redirect error is not.
+fn is_retryable_transport(error: &reqwest::Error) -> bool {
+    error.is_connect() || error.is_timeout() || error.is_request()
+}
+
+/// Teams' per-bot, per-conversation limits for sending and creating conversations:
+/// (most sends, window).
+pub const TEAMS_SEND_LIMITS: &[(usize, Duration)] = &[
+    (7, Duration::from_secs(1)),
+    (8, Duration::from_secs(2)),
+    (60, Duration::from_secs(30)),
+    (1800, Duration::from_secs(3600)),
+];
+
+/// Keeps each conversation under Teams' per-thread send limits by waiting before a send that
+/// would exceed one of them. Sliding windows, one history a conversation.
+#[derive(Debug)]
+pub struct ConversationPacer {
+    limits: Vec<(usize, Duration)>,
+    history: Mutex<HashMap<String, VecDeque<Instant>>>,
+}
+
+impl Default for ConversationPacer {
+    fn default() -> Self {
+        ConversationPacer::new(TEAMS_SEND_LIMITS.to_vec())
+    }
+}
+
+impl ConversationPacer {
+    pub fn new(limits: Vec<(usize, Duration)>) -> Self {
+        ConversationPacer {
+            limits,
+            history: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Waits until one more send to `conversation_id` fits every window, then records it.
+    pub async fn pace(&self, conversation_id: &str) {
+        loop {
+            let wait = {
+                let mut history = self.history.lock().await;
+                let now = Instant::now();
+                let longest = self.limits.iter().map(|l| l.1).max().unwrap_or_default();
+                let sends = history.entry(conversation_id.to_owned()).or_default();
+                while sends
+                    .front()
+                    .is_some_and(|t| now.duration_since(*t) >= longest)
+                {
+                    sends.pop_front();
+                }
+                match self.wait_needed(sends, now) {
+                    None => {
+                        sends.push_back(now);
+                        return;
+                    }
+                    Some(wait) => wait,
+                }
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// How long until a send fits all windows, given the send times in `sends` (oldest first).
+    fn wait_needed(&self, sends: &VecDeque<Instant>, now: Instant) -> Option<Duration> {
+        let mut wait = Duration::ZERO;
+        for &(max, window) in &self.limits {
+            let in_window: Vec<&Instant> = sends
+                .iter()
+                .filter(|t| now.duration_since(**t) < window)
+                .collect();
+            if in_window.len() >= max {
+                // The send that must age out of the window before another fits.
+                let oldest_that_matters = in_window[in_window.len() - max];
+                let free_at = *oldest_that_matters + window;
+                wait = wait.max(free_at.saturating_duration_since(now));
+            }
+        }
+        (wait > Duration::ZERO).then_some(wait)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates() {
+        let mut headers = HeaderMap::new();
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("2"));
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(2)));
+
+        let later = chrono::Utc::now() + chrono::Duration::seconds(30);
+        let date = later.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+        headers.insert(RETRY_AFTER, HeaderValue::from_str(&date).unwrap());
+        let wait = retry_after(&headers).expect("an HTTP date parses");
+        assert!(wait > Duration::from_secs(25) && wait <= Duration::from_secs(30));
+
+        headers.insert(
+            RETRY_AFTER,
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
+        assert_eq!(retry_after(&headers), Some(Duration::ZERO));
+
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
+        assert_eq!(retry_after(&headers), None);
+    }
+
+    #[test]
+    fn backoff_grows_and_stays_within_its_cap() {
+        let policy = RetryPolicy {
+            max_attempts: 10,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(1),
+        };
+        for _ in 0..50 {
+            let first = policy.backoff(1);
+            assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100));
+            let third = policy.backoff(3);
+            assert!(third >= Duration::from_millis(200) && third <= Duration::from_millis(400));
+            assert!(policy.backoff(30) <= Duration::from_secs(1));
+        }
+    }
+
+    #[test]
+    fn transient_statuses_are_the_ones_teams_clients_retry() {
+        for code in [412, 429, 502, 503, 504] {
+            assert!(is_transient(StatusCode::from_u16(code).unwrap()), "{code}");
+        }
+        for code in [200, 201, 400, 401, 403, 404, 409, 413, 500] {
+            assert!(!is_transient(StatusCode::from_u16(code).unwrap()), "{code}");
+        }
+    }
+
+    #[test]
+    fn pacer_computes_the_wait_for_the_tightest_window() {
+        let pacer = ConversationPacer::default();
+        let now = Instant::now();
+        let mut sends = VecDeque::new();
+        for _ in 0..6 {
+            sends.push_back(now);
+        }
+        assert_eq!(
+            pacer.wait_needed(&sends, now),
+            None,
+            "6 sends leave room for a 7th"
+        );
+        sends.push_back(now);
+        let wait = pacer
+            .wait_needed(&sends, now)
+            .expect("the 8th in 1 s must wait");
+        assert_eq!(wait, Duration::from_secs(1));
+
+        // 8 sends spread over the last 2 s: the 2 s window is full until the oldest ages out.
+        let mut spread = VecDeque::new();
+        let start = now - Duration::from_millis(1500);
+        for i in 0..8 {
+            spread.push_back(start + Duration::from_millis(i * 10));
+        }
+        let wait = pacer
+            .wait_needed(&spread, now)
+            .expect("the 2 s window is full");
+        assert_eq!(wait, Duration::from_millis(500));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pacer_never_lets_more_than_seven_through_in_a_second() {
+        let pacer = ConversationPacer::default();
+        let start = Instant::now();
+        for _ in 0..8 {
+            pacer.pace("a:conversation").await;
+        }
+        assert!(Instant::now().duration_since(start) >= Duration::from_secs(1));
+        // Another conversation has its own budget.
+        let before = Instant::now();
+        pacer.pace("a:other").await;
+        assert_eq!(Instant::now(), before);
+    }
+}

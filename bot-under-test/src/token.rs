@@ -1,0 +1,205 @@
+//! App-only access tokens (OAuth client credentials) for Graph and the Bot Connector, cached
+//! until shortly before they expire. One HTTP client talks to the login service.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use crate::retry::{RetryPolicy, send_with_retry};
+
+/// Scope of tokens for Microsoft Graph.
+pub const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
+/// Scope of tokens for the Bot Connector.
+pub const CONNECTOR_SCOPE: &str = "https://api.botframework.com/.default";
+
+/// A token is refreshed this long before it expires.
+const REFRESH_MARGIN: Duration = Duration::from_secs(300);
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("token request failed: {0}")]
+    Transport(#[from] crate::retry::SendError),
+    #[error("token endpoint answered {status}: {body}")]
+    Rejected { status: u16, body: String },
+    #[error("token response unreadable: {0}")]
+    Body(String),
+}
+
+#[derive(Debug, Deserialize)]
+struct TokenResponse {
+    access_token: String,
+    #[serde(default)]
+    expires_in: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+struct CachedToken {
+    value: String,
+    refresh_at: Instant,
+}
+
+/// Fetches and caches client-credential tokens, one per (tenant, scope).
+#[derive(Debug)]
+pub struct TokenProvider {
+    http: reqwest::Client,
+    login_url: String,
+    client_id: String,
+    client_secret: String,
+    retry: RetryPolicy,
+    cache: Mutex<HashMap<(String, String), CachedToken>>,
+}
+
+impl TokenProvider {
+    pub fn new(
+        http: reqwest::Client,
+        login_url: &str,
+        client_id: &str,
+        client_secret: &str,
+        retry: RetryPolicy,
+    ) -> Self {
+        TokenProvider {
+            http,
+            login_url: login_url.trim_end_matches('/').to_owned(),
+            client_id: client_id.to_owned(),
+            client_secret: client_secret.to_owned(),
+            retry,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A valid token for `scope` from `{login}/{tenant}/oauth2/v2.0/token`, from the cache when
+    /// it has more than a few minutes left.
+    pub async fn token(&self, tenant: &str, scope: &str) -> Result<String, TokenError> {
+        let key = (tenant.to_owned(), scope.to_owned());
+        // Holding the lock while fetching means concurrent callers share one token request.
+        let mut cache = self.cache.lock().await;
+        if let Some(cached) = cache.get(&key)
+            && Instant::now() < cached.refresh_at
+        {
+            return Ok(cached.value.clone());
+        }
+        let url = format!("{}/{}/oauth2/v2.0/token", self.login_url, tenant);
+        let form = [
+            ("grant_type", "client_credentials"),
+            ("client_id", self.client_id.as_str()),
+            ("client_secret", self.client_secret.as_str()),
+            ("scope", scope),
+        ];
+        let sent = send_with_retry(&self.retry, || self.http.post(&url).form(&form)).await?;
+        let status = sent.response.status();
+        let body = sent
+            .response
+            .text()
+            .await
+            .map_err(|e| TokenError::Body(e.to_string()))?;
+        if !status.is_success() {
+            return Err(TokenError::Rejected {
+                status: status.as_u16(),
+                body,
+            });
+        }
+        let parsed: TokenResponse =
+            serde_json::from_str(&body).map_err(|e| TokenError::Body(e.to_string()))?;
+        let lifetime = Duration::from_secs(parsed.expires_in.unwrap_or(3599));
+        // Short-lived tokens are refreshed at half-life rather than never being cached.
+        let margin = REFRESH_MARGIN.min(lifetime / 2);
+        cache.insert(
+            key,
+            CachedToken {
+                value: parsed.access_token.clone(),
+                refresh_at: Instant::now() + lifetime - margin,
+            },
+        );
+        Ok(parsed.access_token)
+    }
+
+    /// Forgets a cached token (after the service rejected it with 401).
+    pub async fn invalidate(&self, tenant: &str, scope: &str) {
+        self.cache
+            .lock()
+            .await
+            .remove(&(tenant.to_owned(), scope.to_owned()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wiremock::matchers::{body_string_contains, method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: 3,
+            base_delay: Duration::from_millis(5),
+            max_delay: Duration::from_millis(50),
+        }
+    }
+
+    #[tokio::test]
+    async fn tokens_are_cached_per_scope() {
+        let login = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/botframework.com/oauth2/v2.0/token"))
+            .and(body_string_contains("grant_type=client_credentials"))
+            .and(body_string_contains(
+                "scope=https%3A%2F%2Fapi.botframework.com%2F.default",
+            ))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "token_type": "Bearer", "expires_in": 3599, "access_token": "connector-token"
+            })))
+            .expect(1)
+            .mount(&login)
+            .await;
+        Mock::given(method("POST"))
+            .and(path("/tenant-1/oauth2/v2.0/token"))
+            .and(body_string_contains("graph.microsoft.com"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "token_type": "Bearer", "expires_in": 3599, "access_token": "graph-token"
+            })))
+            .expect(1)
+            .mount(&login)
+            .await;
+        let tokens = TokenProvider::new(
+            reqwest::Client::new(),
+            &login.uri(),
+            "app",
+            "secret",
+            policy(),
+        );
+        for _ in 0..3 {
+            assert_eq!(
+                tokens
+                    .token("botframework.com", CONNECTOR_SCOPE)
+                    .await
+                    .unwrap(),
+                "connector-token"
+            );
+            assert_eq!(
+                tokens.token("tenant-1", GRAPH_SCOPE).await.unwrap(),
+                "graph-token"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_rejected_client_is_an_error_not_a_token() {
+        let login = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(401).set_body_json(serde_json::json!({
+                "error": "invalid_client", "error_description": "AADSTS7000215"
+            })))
+            .mount(&login)
+            .await;
+        let tokens =
+            TokenProvider::new(reqwest::Client::new(), &login.uri(), "app", "bad", policy());
+        let error = tokens.token("t", GRAPH_SCOPE).await.unwrap_err();
+        assert!(
+            matches!(error, TokenError::Rejected { status: 401, .. }),
+            "{error}"
+        );
+    }
+}
