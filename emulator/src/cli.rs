@@ -23,6 +23,42 @@ pub struct Cli {
 pub enum Command {
     /// Serve Graph, the Bot Connector, tokens and OpenID documents, and deliver activities to the bot.
     Serve(ServeArgs),
+    /// Run scenario files against a fresh emulator and the bot under test; exit 0 all passed, 1 a scenario failed, 2 unusable input.
+    Run(RunArgs),
+    /// Parse and check scenario files without running them; exit 2 with file, line, column and reason on the first broken one.
+    Validate(ValidateArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// Scenario files or folders (searched for *.yaml / *.yml).
+    #[arg(default_value = "scenarios")]
+    pub paths: Vec<PathBuf>,
+    /// The command that starts the bot under test, for every scenario (default: each scenario's `bot.command`, else the built-in reference bot).
+    #[arg(long)]
+    pub bot_cmd: Option<String>,
+    /// Write a JUnit XML report here.
+    #[arg(long)]
+    pub junit: Option<PathBuf>,
+    /// Write one Bot Framework .transcript per scenario into this folder.
+    #[arg(long)]
+    pub transcripts: Option<PathBuf>,
+    /// Run only scenarios whose name or file contains this text (case-insensitive).
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// The seed for injected faults and throttling; recorded in the report so a run can be replayed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// How many scenarios run at once (each has its own emulator and bot).
+    #[arg(long, default_value_t = 2)]
+    pub jobs: usize,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ValidateArgs {
+    /// Scenario files or folders.
+    #[arg(default_value = "scenarios")]
+    pub paths: Vec<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -70,6 +106,140 @@ impl From<BotAuthArg> for BotAuth {
 
 /// Exit codes: 0 success, 1 a run failed, 2 unusable input.
 pub const EXIT_USAGE: u8 = 2;
+pub const EXIT_FAILED: u8 = 1;
+
+/// Finds and checks every scenario, printing each problem; `None` when any is broken.
+fn load_all(paths: &[PathBuf]) -> Option<Vec<crate::scenario::Scenario>> {
+    let files = match crate::scenario::discover(paths) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return None;
+        }
+    };
+    if files.is_empty() {
+        eprintln!(
+            "error: no scenario files (*.yaml, *.yml) in {}",
+            paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        return None;
+    }
+    let mut scenarios = Vec::new();
+    let mut broken = false;
+    for f in files {
+        match crate::scenario::load(&f) {
+            Ok(s) => scenarios.push(s),
+            Err(e) => {
+                eprintln!("error: {e}");
+                broken = true;
+            }
+        }
+    }
+    (!broken).then_some(scenarios)
+}
+
+pub fn validate(args: ValidateArgs) -> ExitCode {
+    match load_all(&args.paths) {
+        Some(s) => {
+            println!("{} scenario file(s) are valid", s.len());
+            ExitCode::SUCCESS
+        }
+        None => ExitCode::from(EXIT_USAGE),
+    }
+}
+
+pub async fn run(args: RunArgs) -> ExitCode {
+    use crate::scenario::{report, run};
+    use std::io::IsTerminal;
+    let Some(mut scenarios) = load_all(&args.paths) else {
+        return ExitCode::from(EXIT_USAGE);
+    };
+    if let Some(filter) = &args.filter {
+        let f = filter.to_lowercase();
+        scenarios.retain(|s| {
+            s.spec.name.to_lowercase().contains(&f)
+                || s.file.display().to_string().to_lowercase().contains(&f)
+        });
+        if scenarios.is_empty() {
+            eprintln!("error: no scenario matches --filter '{filter}'");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    }
+    if args.jobs == 0 {
+        eprintln!("error: --jobs must be at least 1");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let style = report::Style {
+        colour: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+    };
+    let seed = args.seed.map(|s| format!(", seed {s}")).unwrap_or_default();
+    println!(
+        "teams-emulator run: {} scenario(s), {} at a time{seed}",
+        scenarios.len(),
+        args.jobs
+    );
+    let options = run::RunOptions {
+        bot_cmd: args.bot_cmd.clone(),
+    };
+    let semaphore = std::sync::Arc::new(tokio::sync::Semaphore::new(args.jobs));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, scenario) in scenarios.into_iter().enumerate() {
+        let options = options.clone();
+        let semaphore = semaphore.clone();
+        tasks.spawn(async move {
+            let _permit = semaphore.acquire_owned().await;
+            (i, run::run_scenario(&scenario, &options).await)
+        });
+    }
+    let mut results = Vec::new();
+    let all = async {
+        while let Some(done) = tasks.join_next().await {
+            match done {
+                Ok((i, r)) => {
+                    print!("{}", report::scenario_text(&r, style));
+                    results.push((i, r));
+                }
+                Err(e) => eprintln!("error: a scenario task failed: {e}"),
+            }
+        }
+    };
+    let interrupted = tokio::select! {
+        _ = all => false,
+        _ = shutdown_signal() => true,
+    };
+    // Dropping unfinished scenarios stops their bots and emulators.
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+    results.sort_by_key(|(i, _)| *i);
+    let results: Vec<_> = results.into_iter().map(|(_, r)| r).collect();
+    if let Some(path) = &args.junit
+        && let Err(e) = report::write_junit(path, &results)
+    {
+        eprintln!("error: cannot write {}: {e}", path.display());
+        return ExitCode::from(EXIT_USAGE);
+    }
+    if let Some(dir) = &args.transcripts
+        && let Err(e) = report::write_transcripts(dir, &results)
+    {
+        eprintln!("error: cannot write transcripts to {}: {e}", dir.display());
+        return ExitCode::from(EXIT_USAGE);
+    }
+    println!();
+    println!("{}", report::summary_line(&results));
+    if interrupted {
+        eprintln!("interrupted: stopped the bots and emulators that were running");
+        return ExitCode::from(EXIT_FAILED);
+    }
+    if results.iter().all(|r| r.passed()) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILED)
+    }
+}
 
 pub async fn serve(args: ServeArgs) -> ExitCode {
     let mut config = match &args.config {

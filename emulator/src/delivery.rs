@@ -96,6 +96,11 @@ impl Deliveries {
             .push(activity);
     }
 
+    /// The sequence number of the latest queued activity (0 before any).
+    pub fn last_seq(&self) -> usize {
+        self.next_seq.load(Ordering::SeqCst)
+    }
+
     pub fn pending(&self) -> usize {
         self.pending.load(Ordering::SeqCst)
     }

@@ -11,6 +11,7 @@
 //! - [`connector`]: Bot Connector v3 routes and the Connector's error envelope.
 //! - [`delivery`]: activities to bots: building, signing, sending, recording outcomes.
 //! - [`control`]: `/_emulator/…`: health, transcript, deliveries, acting as a user.
+//! - [`scenario`]: scenario files, the runner, reports (terminal, JUnit, transcripts).
 //! - [`config`]: tenants from YAML or the embedded default, and the `serve` flags.
 //! - [`server`]: shared state, the router, start-up and graceful shutdown; [`Emulator`] for tests.
 //! - [`clock`], [`ids`]: time that tests can control, deterministic ids in Teams' formats.
@@ -32,6 +33,7 @@ pub mod delivery;
 pub mod graph;
 pub mod identity;
 pub mod ids;
+pub mod scenario;
 pub mod server;
 pub mod tenant;
 

@@ -15,6 +15,8 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Serve(args) => cli::serve(args).await,
+        Command::Run(args) => cli::run(args).await,
+        Command::Validate(args) => cli::validate(args),
     };
     let _ = std::io::stdout().flush();
     code

@@ -293,6 +293,19 @@ impl World {
         })
     }
 
+    /// Points activity delivery for `bot` at `endpoint` (a bot that picked its port after start-up).
+    pub fn set_messaging_endpoint(&mut self, bot: Uuid, endpoint: &str) {
+        for tenant in &mut self.tenants {
+            for r in tenant
+                .registrations
+                .iter_mut()
+                .filter(|r| r.client_id == bot)
+            {
+                r.messaging_endpoint = Some(endpoint.to_string());
+            }
+        }
+    }
+
     /// Message ids are millisecond timestamps, as in Teams, made unique within the run.
     pub fn next_message_id(&mut self) -> String {
         let now = self.now().timestamp_millis();
