@@ -75,6 +75,15 @@ impl Tenant {
         })
     }
 
+    /// A bot may talk 1:1 with a user who installed it, or who is in a team where it is installed.
+    pub fn bot_reaches_user(&self, bot: Uuid, user: Uuid) -> bool {
+        self.bot_installed_for_user(bot, user)
+            || self
+                .teams
+                .iter()
+                .any(|t| t.members.iter().any(|m| m.user == user) && self.team_has_bot(t.id, bot))
+    }
+
     /// Checks `bot` may post in `conversation`.
     pub fn check_bot_may_post(
         &self,
@@ -89,7 +98,7 @@ impl Tenant {
                 if chat.bot != bot {
                     return Err(ConversationError::BotNotInRoster);
                 }
-                if !self.bot_installed_for_user(bot, chat.user) {
+                if !self.bot_reaches_user(bot, chat.user) {
                     return Err(ConversationError::NotInstalledForUser);
                 }
                 if self
