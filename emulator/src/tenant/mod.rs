@@ -598,6 +598,9 @@ impl Tenant {
     ) -> Result<Vec<&Installation>, TenantError> {
         let reach = caller.authorize(&permissions::READ_TEAM_INSTALLATIONS)?;
         let team = self.team(team)?.id;
+        if let Some(user) = caller.user {
+            self.check_team_member(team, user)?;
+        }
         Ok(self.visible_installations(InstallScope::Team(team), reach, caller))
     }
 
@@ -609,6 +612,9 @@ impl Tenant {
     ) -> Result<&Installation, TenantError> {
         let reach = caller.authorize(&permissions::READ_TEAM_INSTALLATIONS)?;
         let team = self.team(team)?.id;
+        if let Some(user) = caller.user {
+            self.check_team_member(team, user)?;
+        }
         let installation = self.installation(InstallScope::Team(team), installation_id)?;
         check_reach(
             reach,
