@@ -487,4 +487,23 @@ async fn a_user_installs_for_themself_and_an_admin_for_anyone() {
         .await
         .expect_graph_error(403, "Forbidden");
     post(&teams, &megan, &bind(&app_id)).await.expect(200);
+
+    // Reading a team's apps needs membership too.
+    let list = get(&teams, &megan).await;
+    let installation = list.expect(200)["value"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    get(&teams, &nestor)
+        .await
+        .expect_graph_error(403, "Forbidden");
+    get(&format!("{teams}/{installation}"), &nestor)
+        .await
+        .expect_graph_error(403, "Forbidden");
+    get(&format!("{teams}/{installation}"), &patti)
+        .await
+        .expect(200);
+    delete(&format!("{teams}/{installation}"), &nestor)
+        .await
+        .expect_graph_error(403, "Forbidden");
 }
