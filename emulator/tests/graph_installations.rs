@@ -479,6 +479,13 @@ async fn a_user_installs_for_themself_and_an_admin_for_anyone() {
     )
     .await;
     adele_chats.expect_graph_error(403, "Forbidden");
+    // Not even an administrator lists someone else's chats with a delegated token.
+    let adele_chats = get(
+        &format!("{}/users/{}/chats", emu.graph_url(), upn("adele")),
+        &patti,
+    )
+    .await;
+    adele_chats.expect_graph_error(403, "Forbidden");
 
     // In team scope a member (here the owner) may install; someone outside the team may not.
     let teams = format!("{}/teams/{}/installedApps", emu.graph_url(), team_id(&emu));
