@@ -124,6 +124,7 @@ async fn a_missing_role_is_a_403_naming_the_roles() {
         "{message}"
     );
     assert!(message.contains("User.Read.All"), "{message}");
+    assert!(message.contains("Roles on the request ''"), "{message}");
 
     let answer = post(
         &format!("{graph}/users/{}/teamwork/installedApps", upn("megan")),
@@ -144,6 +145,44 @@ async fn a_missing_role_is_a_403_naming_the_roles() {
     let answer = get(&format!("{graph}/appCatalogs/teamsApps"), &token).await;
     let message = answer.expect_graph_error(403, "Forbidden");
     assert!(message.contains("AppCatalog.Read.All"), "{message}");
+
+    // A delegated token is told about scopes.
+    let id = defaults::BOT_APP_ID.to_string();
+    let megan = upn("megan");
+    let answer = token_request(
+        &emu.token_url(defaults::TENANT_ID),
+        &[
+            ("grant_type", "password"),
+            ("client_id", &id),
+            ("scope", "User.Read"),
+            ("username", &megan),
+            ("password", defaults::USER_PASSWORD),
+        ],
+    )
+    .await;
+    let user_read = access_token(&answer);
+    let answer = post(
+        &format!("{graph}/users/{megan}/teamwork/installedApps"),
+        &user_read,
+        &bind(&uuid::Uuid::new_v4().to_string()),
+    )
+    .await;
+    let message = answer.expect_graph_error(403, "Forbidden");
+    assert!(
+        message.starts_with("Missing scope permissions on the request."),
+        "{message}"
+    );
+    assert!(
+        message.contains("TeamsAppInstallation.ReadWriteForUser"),
+        "{message}"
+    );
+    assert!(
+        message.contains("Scopes on the request 'User.Read'"),
+        "{message}"
+    );
+    get(&format!("{graph}/users/{megan}"), &user_read)
+        .await
+        .expect(200);
 
     // The Self-only app may not read chats.
     let helper = app_token(&emu, SELF_APP_ID, SELF_APP_SECRET, GRAPH_SCOPE).await;
