@@ -336,6 +336,28 @@ async fn users_page_with_next_links_that_visit_everyone_once() {
     assert_eq!(body["value"].as_array().unwrap().len(), 6);
     assert!(body.get("@odata.nextLink").is_none());
 
+    // Next links keep the other options.
+    let mut url = format!(
+        "{}/users?$top=1&$filter=jobTitle ne 'Director'&$select=id,jobTitle",
+        emu.graph_url()
+    );
+    let mut titles = Vec::new();
+    loop {
+        let answer = get(&url, &token).await;
+        let body = answer.expect(200).clone();
+        for user in body["value"].as_array().unwrap() {
+            assert_eq!(user.as_object().unwrap().len(), 2, "{user}");
+            titles.push(user["jobTitle"].as_str().unwrap().to_string());
+        }
+        match body["@odata.nextLink"].as_str() {
+            Some(next) => url = next.to_string(),
+            None => break,
+        }
+        assert!(titles.len() < 10, "paging does not end");
+    }
+    assert_eq!(titles.len(), 5, "{titles:?}");
+    assert!(!titles.iter().any(|t| t == "Director"), "{titles:?}");
+
     get(
         &format!("{}/users?$skiptoken=bogus", emu.graph_url()),
         &token,

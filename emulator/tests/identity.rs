@@ -256,6 +256,14 @@ async fn entra_discovery_documents_point_back_at_the_emulator() {
             .starts_with(&emu.url())
     );
     assert!(instance["metadata"].is_array());
+    // MSAL follows the tenant discovery endpoint it is given.
+    let discovery = instance["tenant_discovery_endpoint"].as_str().unwrap();
+    let common = Answer::read(http.get(discovery).send().await.unwrap()).await;
+    assert!(
+        common.expect(200)["token_endpoint"].is_string(),
+        "{}",
+        common.text
+    );
 }
 
 async fn channel_keys(emu: &teams_emulator::EmulatorHandle) -> Vec<Value> {
