@@ -18,10 +18,17 @@ pub enum TenantError {
     InstallationNotFound(String),
     #[error("Chat '{0}' not found.")]
     ChatNotFound(String),
+    /// Graph says "role" for application permissions and "scope" for delegated ones.
     #[error(
-        "Missing role permissions on the request. API requires one of '{required}'. Roles on the request '{held}'."
+        "Missing {} permissions on the request. API requires one of '{required}'. {} on the request '{held}'.",
+        if *.delegated { "scope" } else { "role" },
+        if *.delegated { "Scopes" } else { "Roles" }
     )]
-    MissingRole { required: String, held: String },
+    MissingRole {
+        required: String,
+        held: String,
+        delegated: bool,
+    },
     #[error("AAD App Id '{app_id}' is not allowed to manage the Teams App '{teams_app}'.")]
     NotAllowedToManageApp { app_id: String, teams_app: String },
     #[error("{0}")]

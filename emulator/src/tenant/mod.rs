@@ -653,6 +653,9 @@ impl Tenant {
     ) -> Result<Vec<&Installation>, TenantError> {
         let reach = caller.authorize(&permissions::READ_TEAM_INSTALLATIONS)?;
         let team = self.team(team)?.id;
+        if let Some(user) = caller.user {
+            self.check_team_member(team, user)?;
+        }
         Ok(self.visible_installations(InstallScope::Team(team), reach, caller))
     }
 
@@ -664,6 +667,9 @@ impl Tenant {
     ) -> Result<&Installation, TenantError> {
         let reach = caller.authorize(&permissions::READ_TEAM_INSTALLATIONS)?;
         let team = self.team(team)?.id;
+        if let Some(user) = caller.user {
+            self.check_team_member(team, user)?;
+        }
         let installation = self.installation(InstallScope::Team(team), installation_id)?;
         check_reach(
             reach,
@@ -714,7 +720,12 @@ impl Tenant {
     pub fn chats_of_user(&self, caller: &Caller, user: &str) -> Result<Vec<&Chat>, TenantError> {
         caller.authorize(&permissions::READ_CHATS)?;
         let user = self.user(user)?.id;
-        self.check_subject(caller, user)?;
+        // With a delegated token Graph lists only the signed-in user's chats, even for an admin.
+        if caller.user.is_some_and(|me| me != user) {
+            return Err(TenantError::Forbidden(
+                "With delegated permissions, only the signed-in user's chats can be listed.".into(),
+            ));
+        }
         Ok(self.chats.iter().filter(|c| c.user == user).collect())
     }
 

@@ -231,6 +231,7 @@ impl Caller {
                 .collect::<Vec<_>>()
                 .join(", "),
             held: held.join(", "),
+            delegated: !self.is_app_only(),
         })
     }
 }
@@ -281,6 +282,15 @@ mod tests {
         let mut c = app(&["TeamsAppInstallation.ReadWriteForUser.All"]);
         c.user = Some(Uuid::nil());
         assert!(c.authorize(&WRITE_USER_INSTALLATIONS).is_err());
+        let msg = c
+            .authorize(&WRITE_USER_INSTALLATIONS)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.starts_with("Missing scope permissions on the request."),
+            "{msg}"
+        );
+        assert!(msg.contains("Scopes on the request ''"), "{msg}");
         c.scopes = vec!["TeamsAppInstallation.ReadWriteForUser".into()];
         assert_eq!(c.authorize(&WRITE_USER_INSTALLATIONS), Ok(AnyApp));
     }
