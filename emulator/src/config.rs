@@ -283,12 +283,7 @@ impl EmulatorConfig {
             }
         }
         let new_bot = tenant.apps.first().map(|a| a.client_id);
-        if let Some(app) = tenant
-            .catalog
-            .iter_mut()
-            .find(|c| c.bot_id == old_bot)
-            .or(None)
-        {
+        if let Some(app) = tenant.catalog.iter_mut().find(|c| c.bot_id == old_bot) {
             if let Some(id) = overrides.manifest_id {
                 app.manifest_id = id;
             }
