@@ -89,7 +89,7 @@ impl Tenant {
                 if chat.bot != bot {
                     return Err(ConversationError::BotNotInRoster);
                 }
-                if !self.bot_installed_for_user(bot, chat.user) {
+                if !self.bot_reaches_user(bot, chat.user) {
                     return Err(ConversationError::NotInstalledForUser);
                 }
                 if self
@@ -149,6 +149,16 @@ impl Tenant {
         }
     }
 
+    /// Whether `bot` may talk to `user` 1:1: it is installed for the user, or in a team the
+    /// user belongs to (as Teams allows proactive messages to a team's members).
+    pub fn bot_reaches_user(&self, bot: Uuid, user: Uuid) -> bool {
+        self.bot_installed_for_user(bot, user)
+            || self
+                .teams
+                .iter()
+                .any(|t| t.members.iter().any(|m| m.user == user) && self.team_has_bot(t.id, bot))
+    }
+
     /// Opens (or finds) the 1:1 chat of `bot` and `user`. Teams allows it when the bot is
     /// installed for the user, or in a team the user belongs to.
     pub fn open_personal_conversation(
@@ -157,11 +167,7 @@ impl Tenant {
         user: Uuid,
         now: DateTime<Utc>,
     ) -> Result<&Chat, ConversationError> {
-        let in_shared_team = self
-            .teams
-            .iter()
-            .any(|t| t.members.iter().any(|m| m.user == user) && self.team_has_bot(t.id, bot));
-        if !self.bot_installed_for_user(bot, user) && !in_shared_team {
+        if !self.bot_reaches_user(bot, user) {
             return Err(ConversationError::NotInstalledForUser);
         }
         if self
@@ -406,7 +412,7 @@ impl World {
                 now,
             )
             .map_err(|e| super::TenantError::BadRequest(format!("{e:?}")))?;
-        let events = if t.bot_installed_for_user(bot, user) {
+        let events = if t.bot_reaches_user(bot, user) {
             vec![TeamsEvent::UserMessage {
                 tenant,
                 conversation: chat_id,
