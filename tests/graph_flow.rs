@@ -156,3 +156,114 @@ async fn after_an_uninstall_the_bot_stops_and_a_reinstall_without_conversation_u
     .await?;
     stack.shutdown().await
 }
+
+#[tokio::test]
+async fn the_bot_refuses_activities_without_the_channel_token() -> Result<()> {
+    let stack = Stack::start().await?;
+    let activity = json!({
+        "type": "message", "id": "1", "text": "help", "channelId": "msteams",
+        "serviceUrl": stack.emulator.service_url(),
+        "from": {"id": "29:someone"}, "recipient": {"id": format!("28:{}", teams_emulator::defaults::BOT_APP_ID)},
+        "conversation": {"id": "a:forged", "conversationType": "personal"},
+    });
+    let http = reqwest::Client::new();
+    let unsigned = http
+        .post(stack.bot_endpoint())
+        .json(&activity)
+        .send()
+        .await?;
+    ensure!(unsigned.status() == 401, "unsigned: {}", unsigned.status());
+    // A token from the emulator's token endpoint is the bot's own, not the channel's.
+    let own = end_to_end::token(
+        &stack.emulator,
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", &teams_emulator::defaults::BOT_APP_ID.to_string()),
+            ("client_secret", teams_emulator::defaults::BOT_APP_SECRET),
+            ("scope", "https://api.botframework.com/.default"),
+        ],
+    )
+    .await?;
+    let wrong = http
+        .post(stack.bot_endpoint())
+        .bearer_auth(own)
+        .json(&activity)
+        .send()
+        .await?;
+    ensure!(wrong.status() == 401, "wrong token: {}", wrong.status());
+    stack.shutdown().await
+}
+
+#[tokio::test]
+async fn a_missed_uninstall_is_learned_from_the_403_and_install_reaches_the_user_through_the_chat_id()
+-> Result<()> {
+    let stack = Stack::start().await?;
+    let megan = stack.graph.user_id("megan").await?;
+    stack.graph.install_for_user("megan").await?;
+    welcomes(&stack, "megan", 1).await?;
+    stack.assert_deliveries_ok().await?;
+
+    // The uninstall event never reaches the bot.
+    stack.deliver_to(Some(&end_to_end::unreachable_endpoint()?))?;
+    stack.graph.uninstall_for_user("megan").await?;
+    stack.settle().await?;
+    stack.deliver_to(None)?;
+    let before = stack.graph.bot_messages_to("megan").await?.len();
+
+    let report = stack.bot_api.notify(&json!({"title": "Missed"})).await?;
+    ensure!(
+        report.outcome_of(&upn("megan"), &megan).as_deref() == Some("not_installed"),
+        "the Connector's 403 tells the bot: {:#}",
+        report.0
+    );
+    let report = stack.bot_api.notify(&json!({"title": "Missed again"})).await?;
+    ensure!(
+        report.outcome_of(&upn("megan"), &megan).as_deref() == Some("not_installed"),
+        "{:#}",
+        report.0
+    );
+    ensure!(stack.graph.bot_messages_to("megan").await?.len() == before);
+
+    // Reinstalled by the bot, and again no install event arrives: the welcome goes to the
+    // chat id Graph names.
+    stack.deliver_to(Some(&end_to_end::unreachable_endpoint()?))?;
+    let report = stack
+        .bot_api
+        .install(&json!({"users": [upn("megan")]}))
+        .await?;
+    stack.settle().await?;
+    stack.deliver_to(None)?;
+    let result = &report.0["results"][0];
+    ensure!(
+        result["outcome"] == "sent"
+            && result["conversationId"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("19:") && c.ends_with("@unq.gbl.spaces"))
+            && report.0["installed"] == 1,
+        "welcomed through Graph's chat id: {:#}",
+        report.0
+    );
+    ensure!(welcomes(&stack, "megan", 2).await?.len() == 2);
+
+    // Megan answers in the chat; the bot hears her and notify reaches her once.
+    stack.control.user_writes("megan", "help").await?;
+    poll_until("the bot's help reply", DEADLINE, || async {
+        let messages = stack.graph.bot_messages_to("megan").await?;
+        Ok(messages
+            .iter()
+            .any(|m| message_text(m).contains("**help**: show this message"))
+            .then_some(()))
+    })
+    .await?;
+    let report = stack.bot_api.notify(&json!({"title": "Back again"})).await?;
+    ensure!(report.count("sent") == 1, "{:#}", report.0);
+    let got = stack
+        .graph
+        .bot_messages_to("megan")
+        .await?
+        .iter()
+        .filter(|m| message_text(m).contains("Back again"))
+        .count();
+    ensure!(got == 1, "megan got the notification {got} times");
+    stack.shutdown().await
+}

@@ -62,6 +62,14 @@ where
     }
 }
 
+/// A loopback URL where nothing listens (a port that was free a moment ago).
+pub fn unreachable_endpoint() -> Result<String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    drop(listener);
+    Ok(format!("http://{addr}/api/messages"))
+}
+
 /// Starts an emulator on a free loopback port.
 pub async fn start_emulator(config: EmulatorConfig, auth: BotAuth) -> Result<EmulatorHandle> {
     Emulator::builder()
@@ -149,6 +157,23 @@ impl Stack {
         let bot = start_reference_bot(&self.emulator, &self.database()).await?;
         self.bot_api = BotApi::new(&bot.url());
         self.bot = Some(bot);
+        Ok(())
+    }
+
+    /// The running bot's messaging endpoint.
+    pub fn bot_endpoint(&self) -> String {
+        format!("{}/api/messages", self.bot().url())
+    }
+
+    /// Points the emulator's delivery at `endpoint` (e.g. [`unreachable_endpoint`], so that the
+    /// bot misses events as when Teams drops them), or back at the bot with `None`.
+    pub fn deliver_to(&self, endpoint: Option<&str>) -> Result<()> {
+        let endpoint = endpoint.map_or_else(|| self.bot_endpoint(), str::to_owned);
+        ensure!(
+            self.emulator
+                .set_bot_endpoint(defaults::BOT_APP_ID, &endpoint),
+            "the emulator has no registration for the bot"
+        );
         Ok(())
     }
 
