@@ -104,6 +104,9 @@ async fn after_a_restart_on_the_same_database_notify_still_reaches_everyone() ->
     for user in users {
         bot_said(&stack, user, title).await?;
     }
+    // Activities reach the new process, and its answers reach the user.
+    stack.control.user_writes("lee", "help").await?;
+    bot_said(&stack, "lee", "**help**: show this message").await?;
     // The restarted bot still knows everyone was welcomed.
     let again = stack
         .bot_api
@@ -114,5 +117,29 @@ async fn after_a_restart_on_the_same_database_notify_still_reaches_everyone() ->
         "{:#}",
         again.0
     );
+    stack.shutdown().await
+}
+
+#[tokio::test]
+async fn a_user_who_blocked_the_bot_is_reported_and_not_tried_again() -> Result<()> {
+    let stack = Stack::start().await?;
+    install_and_wait_for_welcomes(&stack, &["megan", "adele"]).await?;
+    stack
+        .control
+        .post("users/adele/block", &json!({}))
+        .await?;
+
+    let adele = stack.graph.user_id("adele").await?;
+    for round in ["First try", "Second try"] {
+        let report = stack.bot_api.notify(&json!({"title": round})).await?;
+        ensure!(
+            report.outcome_of(&upn("adele"), &adele).as_deref() == Some("blocked")
+                && report.count("sent") == 1,
+            "{round}: {:#}",
+            report.0
+        );
+        bot_said(&stack, "megan", round).await?;
+        ensure!(count_containing(&stack, "adele", round).await? == 0);
+    }
     stack.shutdown().await
 }

@@ -102,5 +102,15 @@ async fn a_team_install_welcomes_the_channel_caches_the_roster_and_welcomes_new_
     let personal = chat_says(&stack, "nestor", "new-member guide").await?;
     ensure!(personal.len() == 1, "one personal welcome: {personal:#?}");
     stack.assert_deliveries_ok().await?;
+
+    // The new member is on the roster now.
+    let title = "Launch date confirmed";
+    let report = stack.bot_api.notify(&json!({"title": title})).await?;
+    ensure!(
+        report.count("sent") == 5 && report.count("failed") == 0,
+        "the four members and nestor: {:#}",
+        report.0
+    );
+    chat_says(&stack, "nestor", title).await?;
     stack.shutdown().await
 }
