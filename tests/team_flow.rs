@@ -114,3 +114,103 @@ async fn a_team_install_welcomes_the_channel_caches_the_roster_and_welcomes_new_
     chat_says(&stack, "nestor", title).await?;
     stack.shutdown().await
 }
+
+fn mark8(stack: &Stack) -> Result<(String, String)> {
+    let world = stack.emulator.state().world();
+    let team = &world.tenants[0].teams[0];
+    let general = team
+        .channels
+        .iter()
+        .find(|c| c.general)
+        .context("the team has a General channel")?;
+    Ok((team.id.to_string(), general.id.clone()))
+}
+
+#[tokio::test]
+async fn channel_notices_go_to_general_and_leavers_and_an_uninstalled_team_are_not_messaged()
+-> Result<()> {
+    let stack = Stack::start().await?;
+    let (team_id, general) = mark8(&stack)?;
+    let megan = Graph::user(&stack.emulator, "megan").await?;
+    stack.graph.install_for_team(&team_id).await?;
+    channel_says(&megan, &team_id, &general, "was added to this team").await?;
+    stack.assert_deliveries_ok().await?;
+
+    let report = stack
+        .bot_api
+        .notify(&json!({"channel": true, "title": "Release train leaves at noon"}))
+        .await?;
+    ensure!(report.count("sent") == 1, "{:#}", report.0);
+    channel_says(&megan, &team_id, &general, "Release train leaves at noon").await?;
+
+    // Adele leaves: the bot hears it and no longer has a way to reach her.
+    let response = reqwest::Client::new()
+        .delete(format!(
+            "{}/_emulator/teams/mark8/members/adele",
+            stack.emulator.url()
+        ))
+        .send()
+        .await?;
+    ensure!(response.status().is_success(), "{}", response.status());
+    stack.assert_deliveries_ok().await?;
+    let report = stack.bot_api.notify(&json!({"title": "After Adele left"})).await?;
+    let adele = stack.graph.user_id("adele").await?;
+    ensure!(
+        report.count("sent") == 3
+            && report
+                .outcome_of(&upn("adele"), &adele)
+                .is_none_or(|o| o == "not_installed"),
+        "{:#}",
+        report.0
+    );
+    let adele_got = stack
+        .graph
+        .bot_messages_to("adele")
+        .await?
+        .iter()
+        .filter(|m| message_text(m).contains("After Adele left"))
+        .count();
+    ensure!(adele_got == 0, "adele left the team but was messaged");
+
+    // The team removes the app: nothing more goes to the channel or the members.
+    let installation = stack
+        .graph
+        .list(&format!("teams/{team_id}/installedApps?$expand=teamsApp"))
+        .await?
+        .into_iter()
+        .find(|i| i["teamsApp"]["externalId"] == teams_emulator::defaults::MANIFEST_ID.to_string())
+        .and_then(|i| i["id"].as_str().map(str::to_owned))
+        .context("the team installation")?;
+    stack
+        .graph
+        .delete(&format!("teams/{team_id}/installedApps/{installation}"))
+        .await?;
+    stack.assert_deliveries_ok().await?;
+    let report = stack
+        .bot_api
+        .notify(&json!({"channel": true, "title": "Nobody hears this"}))
+        .await?;
+    ensure!(report.count("sent") == 0, "{:#}", report.0);
+    let report = stack.bot_api.notify(&json!({"title": "Nobody hears this"})).await?;
+    ensure!(report.count("sent") == 0, "{:#}", report.0);
+    for user in ["megan", "adele", "alex", "lee"] {
+        ensure!(
+            !stack
+                .graph
+                .bot_messages_to(user)
+                .await?
+                .iter()
+                .any(|m| message_text(m).contains("Nobody hears this")),
+            "{user} was messaged after the team uninstalled the app"
+        );
+    }
+    ensure!(
+        !megan
+            .channel_messages(&team_id, &general)
+            .await?
+            .iter()
+            .any(|m| message_text(m).contains("Nobody hears this")),
+        "the channel got a notice after the uninstall"
+    );
+    stack.shutdown().await
+}
