@@ -56,7 +56,19 @@ async fn a_graph_install_welcomes_the_user_through_signed_delivery() -> Result<(
 #[tokio::test]
 async fn install_for_the_whole_tenant_welcomes_each_user_exactly_once_even_when_run_twice()
 -> Result<()> {
-    let stack = Stack::start().await?;
+    install_tenant_twice(EmulatorConfig::default_tenant()).await
+}
+
+#[tokio::test]
+async fn install_for_the_whole_tenant_welcomes_each_user_once_when_conversation_update_never_comes()
+-> Result<()> {
+    let mut config = EmulatorConfig::default_tenant();
+    config.behaviour.conversation_update_never = true;
+    install_tenant_twice(config).await
+}
+
+async fn install_tenant_twice(config: EmulatorConfig) -> Result<()> {
+    let stack = Stack::with_config(config).await?;
     let users = ["megan", "adele", "alex", "lee", "nestor", "patti"];
 
     let first = stack.bot_api.install(&json!({})).await?;
