@@ -12,7 +12,9 @@ async fn the_botbuilder_js_example_sends_a_proactive_message_into_the_users_chat
     // activity), so it starts first and the emulator is told its endpoint afterwards.
     let bot = NodeBot::start().await?;
     let emulator = start_emulator(EmulatorConfig::default_tenant(), BotAuth::None).await?;
-    ensure!(emulator.set_bot_endpoint(defaults::BOT_APP_ID, &format!("{}/api/messages", bot.url())));
+    ensure!(
+        emulator.set_bot_endpoint(defaults::BOT_APP_ID, &format!("{}/api/messages", bot.url()))
+    );
     let graph = Graph::app(&emulator).await?;
 
     graph.install_for_user("megan").await?;
@@ -40,13 +42,17 @@ async fn the_botbuilder_js_example_sends_a_proactive_message_into_the_users_chat
         .bot_chat("megan")
         .await?
         .ok_or_else(|| anyhow::anyhow!("megan has no chat with the bot"))?;
-    let message = poll_until("the proactive message in megan's chat", DEADLINE, || async {
-        Ok(graph
-            .chat_messages(&chat)
-            .await?
-            .into_iter()
-            .find(|m| message_text(m).contains("Proactive hello from botbuilder-js")))
-    })
+    let message = poll_until(
+        "the proactive message in megan's chat",
+        DEADLINE,
+        || async {
+            Ok(graph
+                .chat_messages(&chat)
+                .await?
+                .into_iter()
+                .find(|m| message_text(m).contains("Proactive hello from botbuilder-js")))
+        },
+    )
     .await?;
     ensure!(
         end_to_end::from_bot(&message),

@@ -8,16 +8,20 @@ use teams_emulator::EmulatorConfig;
 
 /// Waits until the bot has sent `n` welcomes to the user's chat (Graph), and returns them.
 async fn welcomes(stack: &Stack, user: &str, n: usize) -> Result<Vec<serde_json::Value>> {
-    poll_until(&format!("{n} welcome(s) in {user}'s chat"), DEADLINE, || async {
-        let found: Vec<_> = stack
-            .graph
-            .bot_messages_to(user)
-            .await?
-            .into_iter()
-            .filter(is_welcome)
-            .collect();
-        Ok((found.len() >= n).then_some(found))
-    })
+    poll_until(
+        &format!("{n} welcome(s) in {user}'s chat"),
+        DEADLINE,
+        || async {
+            let found: Vec<_> = stack
+                .graph
+                .bot_messages_to(user)
+                .await?
+                .into_iter()
+                .filter(is_welcome)
+                .collect();
+            Ok((found.len() >= n).then_some(found))
+        },
+    )
     .await
 }
 
@@ -28,7 +32,10 @@ async fn a_graph_install_welcomes_the_user_through_signed_delivery() -> Result<(
 
     let welcome = welcomes(&stack, "megan", 1).await?.remove(0);
     let text = message_text(&welcome);
-    ensure!(text.contains(OPT_OUT), "the welcome has no opt-out line: {text}");
+    ensure!(
+        text.contains(OPT_OUT),
+        "the welcome has no opt-out line: {text}"
+    );
     ensure!(
         welcome["from"]["application"]["displayName"] == "Proactive Bot",
         "the welcome is not from the app: {welcome}"
@@ -77,7 +84,11 @@ async fn install_tenant_twice(config: EmulatorConfig) -> Result<()> {
         "first run: {:#}",
         first.0
     );
-    ensure!(first.0["installed"] == users.len(), "first run: {:#}", first.0);
+    ensure!(
+        first.0["installed"] == users.len(),
+        "first run: {:#}",
+        first.0
+    );
     stack.settle().await?;
 
     let second = stack.bot_api.install(&json!({})).await?;
@@ -125,8 +136,7 @@ async fn after_an_uninstall_the_bot_stops_and_a_reinstall_without_conversation_u
     let megan = stack.graph.user_id("megan").await?;
     let outcome = report.outcome_of(&upn("megan"), &megan);
     ensure!(
-        report.count("sent") == 0
-            && matches!(outcome.as_deref(), None | Some("not_installed")),
+        report.count("sent") == 0 && matches!(outcome.as_deref(), None | Some("not_installed")),
         "nothing may be sent after the uninstall: {:#}",
         report.0
     );
@@ -190,7 +200,10 @@ async fn the_bot_refuses_activities_without_the_channel_token() -> Result<()> {
         &stack.emulator,
         &[
             ("grant_type", "client_credentials"),
-            ("client_id", &teams_emulator::defaults::BOT_APP_ID.to_string()),
+            (
+                "client_id",
+                &teams_emulator::defaults::BOT_APP_ID.to_string(),
+            ),
             ("client_secret", teams_emulator::defaults::BOT_APP_SECRET),
             ("scope", "https://api.botframework.com/.default"),
         ],
@@ -228,7 +241,10 @@ async fn a_missed_uninstall_is_learned_from_the_403_and_install_reaches_the_user
         "the Connector's 403 tells the bot: {:#}",
         report.0
     );
-    let report = stack.bot_api.notify(&json!({"title": "Missed again"})).await?;
+    let report = stack
+        .bot_api
+        .notify(&json!({"title": "Missed again"}))
+        .await?;
     ensure!(
         report.outcome_of(&upn("megan"), &megan).as_deref() == Some("not_installed"),
         "{:#}",
@@ -267,7 +283,10 @@ async fn a_missed_uninstall_is_learned_from_the_403_and_install_reaches_the_user
             .then_some(()))
     })
     .await?;
-    let report = stack.bot_api.notify(&json!({"title": "Back again"})).await?;
+    let report = stack
+        .bot_api
+        .notify(&json!({"title": "Back again"}))
+        .await?;
     ensure!(report.count("sent") == 1, "{:#}", report.0);
     let got = stack
         .graph

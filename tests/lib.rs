@@ -10,7 +10,7 @@
 //! - [`poll_until`]: wait for an observable condition with a deadline, never a fixed sleep.
 //! - [`NodeBot`]: the botbuilder-js example as a child process, killed on drop.
 
-use anyhow::{Context, Result, anyhow, bail, ensure};
+use anyhow::{Context, Result, anyhow, ensure};
 use proactive_bot::{Bot, BotHandle, Config};
 use serde_json::{Value, json};
 use std::future::Future;
@@ -343,7 +343,9 @@ impl Graph {
             .bearer_auth(&self.token)
             .send()
             .await?;
-        json_of(response, &format!("DELETE {path}")).await.map(|_| ())
+        json_of(response, &format!("DELETE {path}"))
+            .await
+            .map(|_| ())
     }
 
     /// A user's object id by UPN.
@@ -409,8 +411,10 @@ impl Graph {
             .user_installation(key)
             .await?
             .ok_or_else(|| anyhow!("the app is not installed for {key}"))?;
-        self.delete(&format!("users/{user}/teamwork/installedApps/{installation}"))
-            .await
+        self.delete(&format!(
+            "users/{user}/teamwork/installedApps/{installation}"
+        ))
+        .await
     }
 
     /// Installs the bot's app in a team.
@@ -606,7 +610,9 @@ impl Report {
             .iter()
             .find(|r| {
                 r["aadObjectId"] == aad_object_id
-                    || r["user"].as_str().is_some_and(|u| u.eq_ignore_ascii_case(user))
+                    || r["user"]
+                        .as_str()
+                        .is_some_and(|u| u.eq_ignore_ascii_case(user))
             })
             .and_then(|r| r["outcome"].as_str())
             .map(str::to_owned)
@@ -707,12 +713,4 @@ impl Drop for NodeBot {
             eprintln!("could not kill node index.js: {e}");
         }
     }
-}
-
-/// Fails unless `value` holds: a readable `ensure!` for JSON fields.
-pub fn expect_eq(what: &str, actual: &Value, expected: &Value) -> Result<()> {
-    if actual != expected {
-        bail!("{what}: expected {expected}, got {actual}");
-    }
-    Ok(())
 }

@@ -124,10 +124,7 @@ async fn after_a_restart_on_the_same_database_notify_still_reaches_everyone() ->
 async fn a_user_who_blocked_the_bot_is_reported_and_not_tried_again() -> Result<()> {
     let stack = Stack::start().await?;
     install_and_wait_for_welcomes(&stack, &["megan", "adele"]).await?;
-    stack
-        .control
-        .post("users/adele/block", &json!({}))
-        .await?;
+    stack.control.post("users/adele/block", &json!({})).await?;
 
     let adele = stack.graph.user_id("adele").await?;
     for round in ["First try", "Second try"] {

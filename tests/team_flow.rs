@@ -153,7 +153,10 @@ async fn channel_notices_go_to_general_and_leavers_and_an_uninstalled_team_are_n
         .await?;
     ensure!(response.status().is_success(), "{}", response.status());
     stack.assert_deliveries_ok().await?;
-    let report = stack.bot_api.notify(&json!({"title": "After Adele left"})).await?;
+    let report = stack
+        .bot_api
+        .notify(&json!({"title": "After Adele left"}))
+        .await?;
     let adele = stack.graph.user_id("adele").await?;
     ensure!(
         report.count("sent") == 3
@@ -191,7 +194,10 @@ async fn channel_notices_go_to_general_and_leavers_and_an_uninstalled_team_are_n
         .notify(&json!({"channel": true, "title": "Nobody hears this"}))
         .await?;
     ensure!(report.count("sent") == 0, "{:#}", report.0);
-    let report = stack.bot_api.notify(&json!({"title": "Nobody hears this"})).await?;
+    let report = stack
+        .bot_api
+        .notify(&json!({"title": "Nobody hears this"}))
+        .await?;
     ensure!(report.count("sent") == 0, "{:#}", report.0);
     for user in ["megan", "adele", "alex", "lee"] {
         ensure!(
