@@ -59,6 +59,38 @@ async fn the_botbuilder_js_example_sends_a_proactive_message_into_the_users_chat
         "the message is from the app: {message:#}"
     );
 
+    // A message from megan is answered in-turn (the SDK's reply path).
+    end_to_end::Control::new(&emulator)
+        .user_writes("megan", "hello there")
+        .await?;
+    poll_until("the SDK bot's reply in megan's chat", DEADLINE, || async {
+        Ok(graph
+            .chat_messages(&chat)
+            .await?
+            .into_iter()
+            .find(|m| end_to_end::from_bot(m) && message_text(m).contains("You said: hello there"))
+            .map(|_| ()))
+    })
+    .await?;
+
+    // After the uninstall the SDK bot forgets the conversation and sends nothing.
+    graph.uninstall_for_user("megan").await?;
+    ensure!(emulator.state().delivery.settle(DEADLINE).await);
+    let summary: serde_json::Value = reqwest::get(format!("{}/api/notify", bot.url()))
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    ensure!(
+        summary["conversations"] == 0 && summary["sent"] == 0,
+        "GET /api/notify after the uninstall: {summary:#}"
+    );
+    ensure!(
+        emulator.state().delivery.records().iter().all(|r| r.ok),
+        "every delivery accepted: {:#?}",
+        emulator.state().delivery.records()
+    );
+
     bot.stop().await?;
     emulator.shutdown().await;
     Ok(())
