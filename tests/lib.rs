@@ -9,6 +9,10 @@
 //! - [`Control`]: the emulator's `/_emulator` API (a user writes, joins a team, deliveries).
 //! - [`poll_until`]: wait for an observable condition with a deadline, never a fixed sleep.
 //! - [`NodeBot`]: the botbuilder-js example as a child process, killed on drop.
+//!
+//! Run them with `cargo test -p end-to-end` (one file: `--test graph_flow`, `notify_flow`,
+//! `team_flow`, `botbuilder_js`). `botbuilder_js` needs Node 18+ and npm, and runs `npm ci`
+//! in `examples/botbuilder-js` the first time.
 
 use anyhow::{Context, Result, anyhow, ensure};
 use proactive_bot::{Bot, BotHandle, Config};
