@@ -252,9 +252,10 @@ impl BotState {
                 Outcome::Blocked
             }
             ConnectorError::NotInstalled { .. } => {
-                self.mark(user.user_key, UserStatus::NotInstalled);
-                if let Err(e) = self.store.remove_personal_references(user.user_key) {
-                    tracing::warn!(error = %e, "could not remove references");
+                // An uninstall the bot only learns of now: forget it as if the event had come,
+                // so that the next install welcomes the user again.
+                if let Err(e) = self.store.record_uninstall(user.user_key) {
+                    tracing::warn!(error = %e, "could not record the uninstall");
                 }
                 Outcome::NotInstalled
             }

@@ -227,6 +227,13 @@ impl EmulatorHandle {
         &self.state
     }
 
+    /// Sets where the bot of app registration `app_id` receives activities, for a bot that can
+    /// only be started once the emulator's URL is known (or restarts on another port). Returns
+    /// whether the emulator has that registration.
+    pub fn set_bot_endpoint(&self, app_id: uuid::Uuid, endpoint: &str) -> bool {
+        self.state.world().set_messaging_endpoint(app_id, endpoint)
+    }
+
     /// Stops accepting, lets requests in flight finish, and waits for the listener to close.
     pub async fn shutdown(mut self) {
         self.stop_now();

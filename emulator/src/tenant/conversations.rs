@@ -166,11 +166,7 @@ impl Tenant {
         user: Uuid,
         now: DateTime<Utc>,
     ) -> Result<&Chat, ConversationError> {
-        let in_shared_team = self
-            .teams
-            .iter()
-            .any(|t| t.members.iter().any(|m| m.user == user) && self.team_has_bot(t.id, bot));
-        if !self.bot_installed_for_user(bot, user) && !in_shared_team {
+        if !self.bot_reaches_user(bot, user) {
             return Err(ConversationError::NotInstalledForUser);
         }
         if self
@@ -415,7 +411,7 @@ impl World {
                 now,
             )
             .map_err(|e| super::TenantError::BadRequest(format!("{e:?}")))?;
-        let events = if t.bot_installed_for_user(bot, user) {
+        let events = if t.bot_reaches_user(bot, user) {
             vec![TeamsEvent::UserMessage {
                 tenant,
                 conversation: chat_id,

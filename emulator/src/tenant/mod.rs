@@ -286,24 +286,28 @@ impl World {
         self.tenants.iter_mut().find(|t| t.id == id)
     }
 
+    /// Points the bot of app registration `client_id` at a new messaging endpoint, in every
+    /// tenant that has the registration (as when a developer edits the Azure Bot resource).
+    /// Activities queued from then on go there. Returns whether any registration was found.
+    pub fn set_messaging_endpoint(&mut self, client_id: Uuid, endpoint: &str) -> bool {
+        let mut found = false;
+        for registration in self
+            .tenants
+            .iter_mut()
+            .flat_map(|t| t.registrations.iter_mut())
+            .filter(|r| r.client_id == client_id)
+        {
+            registration.messaging_endpoint = Some(endpoint.to_string());
+            found = true;
+        }
+        found
+    }
+
     /// The tenant a caller's token was issued in; a token for a tenant that is gone is refused.
     pub fn tenant_of(&self, caller: &Caller) -> Result<&Tenant, TenantError> {
         self.tenant(caller.tenant).ok_or_else(|| {
             TenantError::Forbidden(format!("Tenant '{}' is not emulated.", caller.tenant))
         })
-    }
-
-    /// Points activity delivery for `bot` at `endpoint` (a bot that picked its port after start-up).
-    pub fn set_messaging_endpoint(&mut self, bot: Uuid, endpoint: &str) {
-        for tenant in &mut self.tenants {
-            for r in tenant
-                .registrations
-                .iter_mut()
-                .filter(|r| r.client_id == bot)
-            {
-                r.messaging_endpoint = Some(endpoint.to_string());
-            }
-        }
     }
 
     /// Message ids are millisecond timestamps, as in Teams, made unique within the run.
