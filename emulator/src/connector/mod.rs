@@ -66,6 +66,7 @@ pub fn router() -> Router<AppState> {
             get(members::get_team_channels),
         )
         .fallback(not_emulated)
+        .method_not_allowed_fallback(not_emulated)
         .layer(middleware::from_fn(connector_envelope))
         .layer(DefaultBodyLimit::max(4 * 1024 * 1024))
 }
