@@ -34,6 +34,11 @@ pub fn router() -> Router<AppState> {
             "/conversations/{conversation}/activities",
             post(activities::send_to_conversation),
         )
+        // Send Conversation History shares its path with a reply to activity "history"
+        .route(
+            "/conversations/{conversation}/activities/history",
+            post(not_emulated),
+        )
         .route(
             "/conversations/{conversation}/activities/{activity}",
             post(activities::reply_to_activity)
