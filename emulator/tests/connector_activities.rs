@@ -101,10 +101,16 @@ async fn send_reply_update_delete_show_in_graph() {
     env.install_for(MEGAN).await;
     let token = env.bot_token().await;
     let conversation = env.open_conversation(Some(&token), MEGAN).await;
-    let activities = |rest: &str| env.connector_url(&format!("conversations/{conversation}/activities{rest}"));
+    let activities =
+        |rest: &str| env.connector_url(&format!("conversations/{conversation}/activities{rest}"));
 
     let (status, sent) = env
-        .call(Method::POST, &activities(""), Some(&token), Some(message("hello megan")))
+        .call(
+            Method::POST,
+            &activities(""),
+            Some(&token),
+            Some(message("hello megan")),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{sent}");
     let sent_id = sent["id"].as_str().expect("id").to_string();
@@ -149,7 +155,12 @@ async fn send_reply_update_delete_show_in_graph() {
     assert!(find(&messages, &sent_id)["lastModifiedDateTime"].is_string());
 
     let (status, _) = env
-        .call(Method::DELETE, &activities(&format!("/{sent_id}")), Some(&token), None)
+        .call(
+            Method::DELETE,
+            &activities(&format!("/{sent_id}")),
+            Some(&token),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::OK);
     let messages = chat_messages(&env, &chat).await;
@@ -177,14 +188,23 @@ async fn cards_show_as_attachments_in_graph() {
     let m = find(&messages, sent["id"].as_str().unwrap());
     let attachments = m["attachments"].as_array().expect("attachments");
     assert_eq!(attachments.len(), 2, "{m}");
-    assert_eq!(attachments[0]["contentType"], "application/vnd.microsoft.card.hero");
-    assert_eq!(attachments[1]["contentType"], "application/vnd.microsoft.card.adaptive");
+    assert_eq!(
+        attachments[0]["contentType"],
+        "application/vnd.microsoft.card.hero"
+    );
+    assert_eq!(
+        attachments[1]["contentType"],
+        "application/vnd.microsoft.card.adaptive"
+    );
     let content: Value =
         serde_json::from_str(attachments[1]["content"].as_str().expect("content string")).unwrap();
     assert_eq!(content["type"], "AdaptiveCard");
     let body = m["body"]["content"].as_str().unwrap();
     for a in attachments {
-        assert!(body.contains(&format!("<attachment id=\"{}\">", a["id"].as_str().unwrap())));
+        assert!(body.contains(&format!(
+            "<attachment id=\"{}\">",
+            a["id"].as_str().unwrap()
+        )));
     }
 }
 
@@ -230,7 +250,11 @@ async fn the_graph_chat_id_and_percent_encoded_ids_address_the_same_chat() {
     let (status, _) = env
         .call(
             Method::PUT,
-            &env.connector_url(&format!("conversations/{}/activities/{}", encode(&chat), ids[0])),
+            &env.connector_url(&format!(
+                "conversations/{}/activities/{}",
+                encode(&chat),
+                ids[0]
+            )),
             Some(&token),
             Some(message("edited")),
         )
@@ -239,7 +263,11 @@ async fn the_graph_chat_id_and_percent_encoded_ids_address_the_same_chat() {
     let (status, _) = env
         .call(
             Method::DELETE,
-            &env.connector_url(&format!("conversations/{}/activities/{}", encode(&conversation), ids[1])),
+            &env.connector_url(&format!(
+                "conversations/{}/activities/{}",
+                encode(&conversation),
+                ids[1]
+            )),
             Some(&token),
             None,
         )
@@ -269,7 +297,10 @@ async fn a_new_channel_thread_appears_in_graph_and_takes_replies() {
             .await;
         assert_eq!(status, StatusCode::CREATED, "{answer}");
         let thread = answer["id"].as_str().expect("id").to_string();
-        let activity = answer["activityId"].as_str().expect("activityId").to_string();
+        let activity = answer["activityId"]
+            .as_str()
+            .expect("activityId")
+            .to_string();
         assert_eq!(thread, format!("{channel};messageid={activity}"));
 
         // a reply in the thread, with the id encoded as botbuilder sends it
@@ -312,7 +343,10 @@ async fn a_new_channel_thread_appears_in_graph_and_takes_replies() {
             )
             .await;
         assert_eq!(status, StatusCode::OK, "{replies}");
-        find(replies["value"].as_array().unwrap(), reply["id"].as_str().unwrap());
+        find(
+            replies["value"].as_array().unwrap(),
+            reply["id"].as_str().unwrap(),
+        );
     }
 }
 

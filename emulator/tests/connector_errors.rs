@@ -32,7 +32,14 @@ async fn bad_arguments() {
     let token = env.bot_token().await;
     let conversation = env.open_conversation(Some(&token), MEGAN).await;
     let activities = env.connector_url(&format!("conversations/{conversation}/activities"));
-    for body in ["{not json", "", "[]", "\"text\"", "{\"text\": \"no type\"}", "{\"type\": 7}"] {
+    for body in [
+        "{not json",
+        "",
+        "[]",
+        "\"text\"",
+        "{\"text\": \"no type\"}",
+        "{\"type\": 7}",
+    ] {
         let got = raw(&env, &activities, Some(&token), body).await;
         assert_error(&got, 400, "BadArgument");
     }
@@ -47,7 +54,13 @@ async fn bad_arguments() {
             .await;
         assert_error(&got, 400, "BadArgument");
     }
-    let got = raw(&env, &env.connector_url("conversations"), Some(&token), "{oops").await;
+    let got = raw(
+        &env,
+        &env.connector_url("conversations"),
+        Some(&token),
+        "{oops",
+    )
+    .await;
     assert_error(&got, 400, "BadArgument");
     let got = env
         .call(
@@ -85,7 +98,12 @@ async fn signed_mode_needs_a_bot_framework_token() {
         .await;
     assert_eq!(got.0, StatusCode::UNAUTHORIZED);
     let got = env
-        .call(Method::POST, &env.connector_url("conversations"), None, Some(json!({})))
+        .call(
+            Method::POST,
+            &env.connector_url("conversations"),
+            None,
+            Some(json!({})),
+        )
         .await;
     assert_eq!(got.0, StatusCode::UNAUTHORIZED);
 }
@@ -112,7 +130,12 @@ async fn forbidden_after_uninstall_and_when_blocked() {
         .await;
     assert_error(&got, 403, "ConversationBlockedByUser");
     let (status, _) = env
-        .call(Method::DELETE, &env.url("/_emulator/users/megan/block"), None, None)
+        .call(
+            Method::DELETE,
+            &env.url("/_emulator/users/megan/block"),
+            None,
+            None,
+        )
         .await;
     assert!(status.is_success());
     let got = env
@@ -171,7 +194,12 @@ async fn a_team_without_the_bot_is_not_its_roster() {
         .await;
     assert_error(&got, 403, "BotNotInConversationRoster");
     let got = env
-        .call(Method::GET, &env.connector_url(&format!("teams/{general}")), Some(&token), None)
+        .call(
+            Method::GET,
+            &env.connector_url(&format!("teams/{general}")),
+            Some(&token),
+            None,
+        )
         .await;
     assert_error(&got, 403, "BotNotInConversationRoster");
 }
@@ -202,11 +230,18 @@ async fn not_found_codes() {
         assert_error(&got, 404, "ConversationNotFound");
     }
     let got = env
-        .call(Method::GET, &env.connector_url("teams/19:nope@thread.tacv2"), None, None)
+        .call(
+            Method::GET,
+            &env.connector_url("teams/19:nope@thread.tacv2"),
+            None,
+            None,
+        )
         .await;
     assert_error(&got, 404, "ConversationNotFound");
 
-    let unknown = env.connector_url(&format!("conversations/{conversation}/activities/1234567890"));
+    let unknown = env.connector_url(&format!(
+        "conversations/{conversation}/activities/1234567890"
+    ));
     let got = env
         .call(Method::PUT, &unknown, None, Some(message("edit")))
         .await;
@@ -227,7 +262,10 @@ async fn not_found_codes() {
         "conversations/{conversation}/activities/{}",
         sent["id"].as_str().unwrap()
     ));
-    assert_eq!(env.call(Method::DELETE, &url, None, None).await.0, StatusCode::OK);
+    assert_eq!(
+        env.call(Method::DELETE, &url, None, None).await.0,
+        StatusCode::OK
+    );
     let got = env.call(Method::DELETE, &url, None, None).await;
     assert_error(&got, 404, "ActivityNotFoundInConversation");
 }
@@ -247,12 +285,22 @@ async fn oversized_activities_are_refused() {
     // bigger than the listener's own limit too, still the Connector's envelope
     let huge = "x".repeat(5 * 1024 * 1024);
     let got = env
-        .call(Method::POST, &activities, Some(&token), Some(message(&huge)))
+        .call(
+            Method::POST,
+            &activities,
+            Some(&token),
+            Some(message(&huge)),
+        )
         .await;
     assert_error(&got, 413, "MessageSizeTooBig");
     // an update that grows past the limit
     let (_, sent) = env
-        .call(Method::POST, &activities, Some(&token), Some(message("small")))
+        .call(
+            Method::POST,
+            &activities,
+            Some(&token),
+            Some(message("small")),
+        )
         .await;
     let got = env
         .call(
@@ -266,7 +314,12 @@ async fn oversized_activities_are_refused() {
     // just under the limit is fine
     let fits = "x".repeat(90 * 1024);
     let got = env
-        .call(Method::POST, &activities, Some(&token), Some(message(&fits)))
+        .call(
+            Method::POST,
+            &activities,
+            Some(&token),
+            Some(message(&fits)),
+        )
         .await;
     assert_eq!(got.0, StatusCode::CREATED);
 }
@@ -283,7 +336,12 @@ async fn unemulated_routes_answer_501() {
         (Method::GET, "nothing/here"),
     ] {
         let got = env
-            .call(method.clone(), &env.connector_url(rest), None, Some(json!({})))
+            .call(
+                method.clone(),
+                &env.connector_url(rest),
+                None,
+                Some(json!({})),
+            )
             .await;
         assert_error(&got, 501, "NotSupportedByEmulator");
         assert!(

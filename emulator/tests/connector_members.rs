@@ -146,7 +146,9 @@ async fn team_roster_paged_members_and_team_details() {
 fn big_tenant() -> EmulatorConfig {
     let mut yaml = String::from("tenants:\n  - name: Bigcorp\n    users:\n");
     for i in 0..120 {
-        yaml.push_str(&format!("      - name: User {i:03}\n        key: u{i:03}\n"));
+        yaml.push_str(&format!(
+            "      - name: User {i:03}\n        key: u{i:03}\n"
+        ));
     }
     yaml.push_str("    teams:\n      - name: Everyone\n        key: everyone\n        members: [");
     yaml.push_str(
@@ -203,7 +205,10 @@ async fn page_size_is_clamped_and_continuation_walks_every_member() {
     assert_eq!(status, StatusCode::OK, "{body}");
 
     let page = |query: String| {
-        let url = env.connector_url(&format!("conversations/{}/pagedmembers{query}", encode(&general)));
+        let url = env.connector_url(&format!(
+            "conversations/{}/pagedmembers{query}",
+            encode(&general)
+        ));
         let env = &env;
         async move {
             let (status, body) = env.call(Method::GET, &url, None, None).await;
@@ -237,7 +242,10 @@ async fn page_size_is_clamped_and_continuation_walks_every_member() {
         let body = page(query).await;
         pages += 1;
         for m in body["members"].as_array().unwrap() {
-            assert!(seen.insert(m["id"].as_str().unwrap().to_string()), "duplicate {m}");
+            assert!(
+                seen.insert(m["id"].as_str().unwrap().to_string()),
+                "duplicate {m}"
+            );
         }
         match body["continuationToken"].as_str() {
             Some(t) => token = Some(t.to_string()),

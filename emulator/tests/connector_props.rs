@@ -144,8 +144,14 @@ fn routes(ids: &[String], activity: &str) -> Vec<(Method, String)> {
     for id in ids {
         let c = encode(id);
         out.push((Method::POST, format!("conversations/{c}/activities")));
-        out.push((Method::POST, format!("conversations/{c}/activities/{activity}")));
-        out.push((Method::PUT, format!("conversations/{c}/activities/{activity}")));
+        out.push((
+            Method::POST,
+            format!("conversations/{c}/activities/{activity}"),
+        ));
+        out.push((
+            Method::PUT,
+            format!("conversations/{c}/activities/{activity}"),
+        ));
         out.push((Method::GET, format!("conversations/{c}/pagedmembers")));
     }
     out
@@ -212,8 +218,9 @@ fn check(what: &str, a: &Answer) -> Result<(), TestCaseError> {
             "{what}: error without JSON: {:?}",
             a.content_type
         );
-        let v: Value = serde_json::from_slice(&a.body)
-            .map_err(|e| TestCaseError::fail(format!("{what}: error body not JSON ({e}): {text}")))?;
+        let v: Value = serde_json::from_slice(&a.body).map_err(|e| {
+            TestCaseError::fail(format!("{what}: error body not JSON ({e}): {text}"))
+        })?;
         prop_assert!(v["error"]["code"].is_string(), "{what}: {text}");
         prop_assert!(v["error"]["message"].is_string(), "{what}: {text}");
     }
@@ -245,7 +252,10 @@ fn still_alive(f: &Fixture) {
 fn json_headers(token: &str) -> Vec<(String, Vec<u8>)> {
     vec![
         ("content-type".into(), b"application/json".to_vec()),
-        ("authorization".into(), format!("Bearer {token}").into_bytes()),
+        (
+            "authorization".into(),
+            format!("Bearer {token}").into_bytes(),
+        ),
     ]
 }
 
@@ -358,8 +368,10 @@ fn arb_id(ids: Vec<String>) -> impl Strategy<Value = String> {
     prop_oneof![
         any::<String>().prop_map(|s| encode(&s)),
         ".{0,40}".prop_map(|s| encode(&s)),
-        (prop::sample::select(ids.clone()), ".{0,12}").prop_map(|(id, tail)| encode(&format!("{id}{tail}"))),
-        (prop::sample::select(ids), ".{0,12}").prop_map(|(id, tail)| encode(&format!("{id};messageid={tail}"))),
+        (prop::sample::select(ids.clone()), ".{0,12}")
+            .prop_map(|(id, tail)| encode(&format!("{id}{tail}"))),
+        (prop::sample::select(ids), ".{0,12}")
+            .prop_map(|(id, tail)| encode(&format!("{id};messageid={tail}"))),
         // raw percent signs and bytes that do not decode to UTF-8
         "(%[0-9A-Fa-f]{2}|%|[a-z:;@.]){1,20}",
     ]
@@ -377,14 +389,42 @@ fn arbitrary_ids_in_paths_never_give_a_server_error() {
     runner()
         .run(&strategy, |(cid, other, route, query)| {
             let (method, rest, body) = match route {
-                0 => (Method::POST, format!("conversations/{cid}/activities"), Some(message("x"))),
-                1 => (Method::POST, format!("conversations/{cid}/activities/{other}"), Some(message("x"))),
-                2 => (Method::PUT, format!("conversations/{cid}/activities/{other}"), Some(message("x"))),
-                3 => (Method::DELETE, format!("conversations/{cid}/activities/{other}"), None),
+                0 => (
+                    Method::POST,
+                    format!("conversations/{cid}/activities"),
+                    Some(message("x")),
+                ),
+                1 => (
+                    Method::POST,
+                    format!("conversations/{cid}/activities/{other}"),
+                    Some(message("x")),
+                ),
+                2 => (
+                    Method::PUT,
+                    format!("conversations/{cid}/activities/{other}"),
+                    Some(message("x")),
+                ),
+                3 => (
+                    Method::DELETE,
+                    format!("conversations/{cid}/activities/{other}"),
+                    None,
+                ),
                 4 => (Method::GET, format!("conversations/{cid}/members"), None),
-                5 => (Method::GET, format!("conversations/{cid}/members/{other}"), None),
-                6 => (Method::GET, format!("conversations/{cid}/pagedmembers?{query}"), None),
-                7 => (Method::GET, format!("conversations/{cid}/pagedMembers?pageSize={query}"), None),
+                5 => (
+                    Method::GET,
+                    format!("conversations/{cid}/members/{other}"),
+                    None,
+                ),
+                6 => (
+                    Method::GET,
+                    format!("conversations/{cid}/pagedmembers?{query}"),
+                    None,
+                ),
+                7 => (
+                    Method::GET,
+                    format!("conversations/{cid}/pagedMembers?pageSize={query}"),
+                    None,
+                ),
                 8 => (Method::GET, format!("teams/{cid}"), None),
                 _ => (Method::GET, format!("teams/{cid}/conversations"), None),
             };

@@ -66,7 +66,10 @@ async fn personal_install_delivers_installation_update_then_conversation_update_
     assert_eq!(install["action"], "add");
     assert_eq!(update["type"], "conversationUpdate");
     let added = update["membersAdded"].as_array().expect("membersAdded");
-    assert!(added.iter().any(|m| m["id"] == bot_mri().as_str()), "{update}");
+    assert!(
+        added.iter().any(|m| m["id"] == bot_mri().as_str()),
+        "{update}"
+    );
     for a in &activities {
         assert_personal_envelope(&env, a, MEGAN);
     }
@@ -140,7 +143,11 @@ async fn personal_install_delivers_installation_update_then_conversation_update_
 
     let records = env.deliveries().await;
     assert_eq!(records.len(), 2);
-    assert!(records.iter().all(|r| r["ok"] == true && r["signed"] == true));
+    assert!(
+        records
+            .iter()
+            .all(|r| r["ok"] == true && r["signed"] == true)
+    );
 }
 
 #[tokio::test]
@@ -157,7 +164,11 @@ async fn unsigned_mode_sends_no_authorization_header() {
         assert!(header(r, "x-ms-conversation-id").is_some());
     }
     let records = env.deliveries().await;
-    assert!(records.iter().all(|r| r["signed"] == false && r["ok"] == true));
+    assert!(
+        records
+            .iter()
+            .all(|r| r["signed"] == false && r["ok"] == true)
+    );
 }
 
 #[tokio::test]
@@ -171,7 +182,10 @@ async fn uninstall_delivers_installation_update_remove() {
     assert_eq!(last["type"], "installationUpdate");
     assert_eq!(last["action"], "remove");
     assert_personal_envelope(&env, last, MEGAN);
-    assert_eq!(last["conversation"]["id"], activities[0]["conversation"]["id"]);
+    assert_eq!(
+        last["conversation"]["id"],
+        activities[0]["conversation"]["id"]
+    );
 }
 
 #[tokio::test]
@@ -249,7 +263,9 @@ async fn a_bot_that_is_down_is_a_failed_delivery_record() {
         l.local_addr().unwrap()
     };
     let emu = Emulator::builder()
-        .config(config_with_endpoint(&format!("http://{closed}/api/messages")))
+        .config(config_with_endpoint(&format!(
+            "http://{closed}/api/messages"
+        )))
         .bot_auth(BotAuth::None)
         .start()
         .await
@@ -282,7 +298,10 @@ async fn a_bot_that_answers_500_is_a_failed_delivery_record() {
     for r in &records {
         assert_eq!(r["ok"], false);
         assert_eq!(r["status"], 500);
-        assert!(r["error"].as_str().is_some_and(|e| e.contains("500")), "{r}");
+        assert!(
+            r["error"].as_str().is_some_and(|e| e.contains("500")),
+            "{r}"
+        );
     }
     // the records also come from the state directly
     let state = env.emu.state().delivery.records();

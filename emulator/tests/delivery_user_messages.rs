@@ -9,7 +9,10 @@ use support_connector::*;
 use teams_emulator::{BotAuth, defaults};
 
 fn messages(activities: &[Value]) -> Vec<&Value> {
-    activities.iter().filter(|a| a["type"] == "message").collect()
+    activities
+        .iter()
+        .filter(|a| a["type"] == "message")
+        .collect()
 }
 
 #[tokio::test]
@@ -27,7 +30,10 @@ async fn a_user_writes_in_the_chat_and_the_bot_hears_it() {
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{sent}");
-    assert_eq!(sent["from"]["user"]["id"], env.user_id(MEGAN).to_string().as_str());
+    assert_eq!(
+        sent["from"]["user"]["id"],
+        env.user_id(MEGAN).to_string().as_str()
+    );
     let activities = env.wait_for_activities(3).await;
     let got = messages(&activities);
     assert_eq!(got.len(), 1, "{activities:#?}");
@@ -35,8 +41,14 @@ async fn a_user_writes_in_the_chat_and_the_bot_hears_it() {
     assert_eq!(m["text"], "what needs my attention?");
     assert_eq!(m["id"], sent["id"]);
     assert_eq!(m["from"]["id"], env.user_mri(MEGAN).as_str());
-    assert_eq!(m["from"]["aadObjectId"], env.user_id(MEGAN).to_string().as_str());
-    assert_eq!(m["recipient"]["id"], format!("28:{}", defaults::BOT_APP_ID).as_str());
+    assert_eq!(
+        m["from"]["aadObjectId"],
+        env.user_id(MEGAN).to_string().as_str()
+    );
+    assert_eq!(
+        m["recipient"]["id"],
+        format!("28:{}", defaults::BOT_APP_ID).as_str()
+    );
     assert_eq!(m["conversation"]["conversationType"], "personal");
     assert_eq!(m["conversation"]["id"], activities[0]["conversation"]["id"]);
     assert_eq!(m["serviceUrl"], env.emu.service_url().as_str());
@@ -130,7 +142,10 @@ async fn a_channel_message_reaches_the_bot_only_when_it_is_mentioned() {
     let m = &heard[0];
     assert_eq!(m["type"], "message");
     let text = m["text"].as_str().unwrap();
-    assert!(text.contains("<at>Proactive Bot</at>") && text.contains("please ping"), "{text}");
+    assert!(
+        text.contains("<at>Proactive Bot</at>") && text.contains("please ping"),
+        "{text}"
+    );
     assert_eq!(
         m["conversation"]["id"],
         format!("{general};messageid={}", sent["id"].as_str().unwrap()).as_str()
@@ -271,7 +286,12 @@ async fn the_transcript_has_both_directions_in_order() {
     let conversation = env.open_conversation(Some(&token), MEGAN).await;
     let activities = env.connector_url(&format!("conversations/{conversation}/activities"));
     let (_, first) = env
-        .call(Method::POST, &activities, Some(&token), Some(message("welcome")))
+        .call(
+            Method::POST,
+            &activities,
+            Some(&token),
+            Some(message("welcome")),
+        )
         .await;
     let (status, _) = env
         .call(
@@ -283,7 +303,12 @@ async fn the_transcript_has_both_directions_in_order() {
         .await;
     assert_eq!(status, StatusCode::CREATED);
     let (_, second) = env
-        .call(Method::POST, &activities, Some(&token), Some(message("you're welcome")))
+        .call(
+            Method::POST,
+            &activities,
+            Some(&token),
+            Some(message("you're welcome")),
+        )
         .await;
     let (status, _) = env
         .call(
@@ -305,7 +330,11 @@ async fn the_transcript_has_both_directions_in_order() {
     let summary: Vec<(String, String, String)> = transcript
         .iter()
         .map(|a| {
-            let dir = if a["from"]["id"] == bot.as_str() { "bot" } else { "user" };
+            let dir = if a["from"]["id"] == bot.as_str() {
+                "bot"
+            } else {
+                "user"
+            };
             (
                 dir.to_string(),
                 a["type"].as_str().unwrap_or_default().to_string(),

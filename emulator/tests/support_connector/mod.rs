@@ -343,7 +343,11 @@ impl Env {
                 })),
             )
             .await;
-        assert_eq!(status, StatusCode::CREATED, "create conversation said {body}");
+        assert_eq!(
+            status,
+            StatusCode::CREATED,
+            "create conversation said {body}"
+        );
         body["id"].as_str().expect("conversation id").to_string()
     }
 
