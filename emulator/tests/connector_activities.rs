@@ -373,4 +373,14 @@ async fn unsigned_mode_needs_no_token_and_accepts_bearer_null() {
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{sent}");
+    // optional fields sent as null, as some serializers do
+    let (status, sent) = env
+        .call(
+            Method::POST,
+            &env.connector_url(&format!("conversations/{conversation}/activities")),
+            None,
+            Some(json!({"type": "message", "text": "nulls", "attachments": null, "entities": null})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{sent}");
 }

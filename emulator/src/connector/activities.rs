@@ -47,7 +47,8 @@ fn check_fields(activity: &Value) -> Result<(), ConnectorError> {
             "The activity's 'text' must be a string.",
         ));
     }
-    if let Some(attachments) = activity.get("attachments") {
+    // absent and null both mean "no attachments", as on the real service
+    if let Some(attachments) = activity.get("attachments").filter(|a| !a.is_null()) {
         let list = attachments
             .as_array()
             .ok_or_else(|| ConnectorError::bad_argument("'attachments' must be an array."))?;
