@@ -421,6 +421,7 @@ impl World {
 
     /// A user posts in a channel (a new thread, or a reply to `thread`); each bot installed in the
     /// team that is @mentioned hears it, as in Teams.
+    #[allow(clippy::too_many_arguments)]
     pub fn post_user_channel_message(
         &mut self,
         tenant: Uuid,
