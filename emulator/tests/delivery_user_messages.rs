@@ -319,6 +319,20 @@ async fn the_transcript_has_both_directions_in_order() {
         )
         .await;
     assert_eq!(status, StatusCode::OK);
+    // deleted through the Graph chat id: the transcript still names the Connector id
+    let (status, _) = env
+        .call(
+            Method::DELETE,
+            &env.connector_url(&format!(
+                "conversations/{}/activities/{}",
+                env.chat_id(MEGAN),
+                first["id"].as_str().unwrap()
+            )),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
     env.deliveries().await;
 
     let (status, transcript) = env
@@ -352,9 +366,11 @@ async fn the_transcript_has_both_directions_in_order() {
             s("user", "message", "thanks"),
             s("bot", "message", "you're welcome"),
             s("bot", "messageUpdate", "you are welcome"),
+            s("bot", "messageDelete", ""),
         ]
     );
     assert_eq!(transcript[2]["id"], first["id"]);
+    assert_eq!(transcript[6]["id"], first["id"]);
     for a in transcript {
         assert_eq!(a["conversation"]["id"], conversation.as_str(), "{a}");
         assert!(a["timestamp"].is_string(), "{a}");
