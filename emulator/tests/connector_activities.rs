@@ -379,7 +379,9 @@ async fn unsigned_mode_needs_no_token_and_accepts_bearer_null() {
             Method::POST,
             &env.connector_url(&format!("conversations/{conversation}/activities")),
             None,
-            Some(json!({"type": "message", "text": "nulls", "attachments": null, "entities": null})),
+            Some(
+                json!({"type": "message", "text": "nulls", "attachments": null, "entities": null}),
+            ),
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{sent}");

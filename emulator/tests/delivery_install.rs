@@ -372,3 +372,63 @@ async fn settle_and_records_from_the_state() {
     let transcript = env.emu.state().delivery.transcript();
     assert_eq!(transcript.len(), 2);
 }
+
+#[tokio::test]
+async fn team_uninstall_delivers_remove_and_the_channel_refuses_the_bot() {
+    let env = start(BotAuth::Signed).await;
+    env.install_in_team().await;
+    let before = env.bot_activities().await.len();
+    let (team, general, _) = env.team();
+    let token = env.app_token().await;
+    let (status, list) = env
+        .call(
+            Method::GET,
+            &env.url(&format!(
+                "/v1.0/teams/{team}/installedApps?$expand=teamsApp"
+            )),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(status.as_u16(), 200, "{list}");
+    let catalog = env.catalog_id().to_string();
+    let id = list["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["teamsApp"]["id"] == catalog.as_str())
+        .and_then(|i| i["id"].as_str())
+        .expect("the team installation")
+        .to_string();
+    let (status, body) = env
+        .call(
+            Method::DELETE,
+            &env.url(&format!("/v1.0/teams/{team}/installedApps/{id}")),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert!(status.is_success(), "{status}: {body}");
+    let activities = env.wait_for_activities(before + 2).await;
+    let after = &activities[before..];
+    assert_eq!(after[0]["type"], "installationUpdate");
+    assert_eq!(after[0]["action"], "remove");
+    assert_eq!(after[1]["type"], "conversationUpdate");
+    assert_eq!(after[1]["channelData"]["eventType"], "teamMemberRemoved");
+    assert_eq!(
+        after[1]["membersRemoved"],
+        json!([{"id": format!("28:{}", defaults::BOT_APP_ID)}])
+    );
+    assert_eq!(after[1]["conversation"]["id"], general.as_str());
+
+    let bot = env.bot_token().await;
+    let got = env
+        .call(
+            Method::POST,
+            &env.connector_url(&format!("conversations/{}/activities", encode(&general))),
+            Some(&bot),
+            Some(message("still here?")),
+        )
+        .await;
+    assert_error(&got, 403, "BotNotInConversationRoster");
+}
