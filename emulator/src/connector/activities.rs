@@ -47,7 +47,8 @@ fn check_fields(activity: &Value) -> Result<(), ConnectorError> {
             "The activity's 'text' must be a string.",
         ));
     }
-    if let Some(attachments) = activity.get("attachments") {
+    // absent and null both mean "no attachments", as on the real service
+    if let Some(attachments) = activity.get("attachments").filter(|a| !a.is_null()) {
         let list = attachments
             .as_array()
             .ok_or_else(|| ConnectorError::bad_argument("'attachments' must be an array."))?;
@@ -240,7 +241,15 @@ pub async fn delete_activity(
     let bot = acting_bot(tenant, caller, &conversation)?;
     tenant.check_bot_may_post(bot, &conversation)?;
     tenant.delete_message(&conversation, bot, &activity_id, now)?;
+    // a 1:1 chat keeps its Connector id however it was addressed, as in bot_activity
+    let recorded_id = match &conversation {
+        Conversation::Personal { chat } => tenant
+            .chat(chat)
+            .map(|c| c.conversation_id.clone())
+            .unwrap_or_else(|| conversation_id.clone()),
+        Conversation::Channel { .. } => conversation_id.clone(),
+    };
     drop(world);
-    state.delivery.record_from_bot(json!({"type": "messageDelete", "id": activity_id, "conversation": {"id": conversation_id}, "timestamp": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)}));
+    state.delivery.record_from_bot(json!({"type": "messageDelete", "id": activity_id, "from": {"id": crate::ids::bot_mri(bot)}, "conversation": {"id": recorded_id}, "timestamp": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)}));
     Ok(StatusCode::OK)
 }

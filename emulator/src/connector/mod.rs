@@ -34,6 +34,11 @@ pub fn router() -> Router<AppState> {
             "/conversations/{conversation}/activities",
             post(activities::send_to_conversation),
         )
+        // Send Conversation History shares its path with a reply to activity "history"
+        .route(
+            "/conversations/{conversation}/activities/history",
+            post(not_emulated),
+        )
         .route(
             "/conversations/{conversation}/activities/{activity}",
             post(activities::reply_to_activity)
@@ -66,6 +71,7 @@ pub fn router() -> Router<AppState> {
             get(members::get_team_channels),
         )
         .fallback(not_emulated)
+        .method_not_allowed_fallback(not_emulated)
         .layer(middleware::from_fn(connector_envelope))
         .layer(DefaultBodyLimit::max(4 * 1024 * 1024))
 }
