@@ -635,9 +635,8 @@ impl NodeBot {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/botbuilder-js")
     }
 
-    /// Installs the example's dependencies if `node_modules` is missing, starts `node index.js`
-    /// on a free port without credentials, and waits for its ready line.
-    pub async fn start() -> Result<NodeBot> {
+    /// Checks Node.js and npm are there, and runs `npm ci` if `node_modules` is missing.
+    pub async fn ensure_installed() -> Result<()> {
         let folder = Self::folder();
         for tool in ["node", "npm"] {
             let found = std::process::Command::new(tool)
@@ -665,6 +664,14 @@ impl NodeBot {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
+        Ok(())
+    }
+
+    /// Installs the example's dependencies if needed, starts `node index.js` on a free port
+    /// without credentials, and waits for its ready line.
+    pub async fn start() -> Result<NodeBot> {
+        let folder = Self::folder();
+        Self::ensure_installed().await?;
         let mut child = tokio::process::Command::new("node")
             .arg("index.js")
             .current_dir(&folder)

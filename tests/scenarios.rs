@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use teams_emulator::scenario::matching::visible_text;
 use teams_emulator::scenario::run::{RunOptions, ScenarioResult, StepStatus, run_scenario};
 use teams_emulator::scenario::{self, report};
 
@@ -131,4 +132,34 @@ async fn failing_scenarios_report_what_was_expected_and_seen() {
         buf.clear();
     }
     assert_eq!((cases, failures), (results.len(), results.len()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_botbuilder_js_example_passes_the_docs_sample_scenario_unchanged() {
+    end_to_end::NodeBot::ensure_installed()
+        .await
+        .expect("node and the example's packages");
+    let s = scenario::load(&repo().join("scenarios/notify-sample.yaml"))
+        .expect("the sample scenario loads");
+    let command = format!(
+        "node {}",
+        end_to_end::NodeBot::folder().join("index.js").display()
+    );
+    let r = run_scenario(
+        &s,
+        &RunOptions {
+            bot_cmd: Some(command),
+        },
+    )
+    .await;
+    assert!(r.passed(), "{}", text(&r));
+    let from_node = r
+        .transcript
+        .iter()
+        .any(|a| visible_text(a).contains("Proactive hello from botbuilder-js"));
+    assert!(
+        from_node,
+        "the message came from the SDK bot: {:?}",
+        r.transcript
+    );
 }

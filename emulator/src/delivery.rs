@@ -122,9 +122,16 @@ impl Deliveries {
 }
 
 /// Queues `activity` for the bot `bot`; the bot's worker delivers it in order.
-pub fn enqueue(state: &AppState, bot: Uuid, endpoint: Option<String>, activity: Value) {
+pub fn enqueue(state: &AppState, bot: Uuid, endpoint: Option<String>, mut activity: Value) {
     let d = &state.delivery;
     let seq = d.next_seq.fetch_add(1, Ordering::SeqCst) + 1;
+    if activity.get("id").is_none() {
+        // Derived from the sequence, so the same run gives the same ids and transcripts diff cleanly.
+        activity["id"] = json!(format!(
+            "f:{}",
+            crate::ids::derived_guid("activity", &seq.to_string())
+        ));
+    }
     d.pending.fetch_add(1, Ordering::SeqCst);
     d.transcript
         .lock()
@@ -344,11 +351,9 @@ pub fn with(mut base: Value, extra: Value) -> Value {
     base
 }
 
-/// Gives an activity its id and timestamps, as Teams stamps them.
+/// Gives an activity its timestamps, as Teams stamps them (its id comes with its place in the
+/// bot's queue, see [`enqueue`]).
 pub fn stamp(activity: &mut Value, now: DateTime<Utc>) {
-    if activity.get("id").is_none() {
-        activity["id"] = json!(format!("f:{}", Uuid::new_v4()));
-    }
     activity["timestamp"] = json!(now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
     let local = now.with_timezone(
         &chrono::FixedOffset::west_opt(7 * 3600)

@@ -178,7 +178,7 @@ struct BotUnderTest {
     app_id: Uuid,
     port: u16,
     kind: BotKind,
-    _data_dir: Option<TempDir>,
+    _data_dir: Option<tempfile::TempDir>,
 }
 
 enum BotKind {
@@ -199,25 +199,6 @@ impl Drop for BotUnderTest {
         {
             signal_group(child, Signal::Kill);
         }
-    }
-}
-
-/// A folder removed when dropped.
-struct TempDir(std::path::PathBuf);
-
-impl TempDir {
-    fn new() -> std::io::Result<Self> {
-        static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let dir = std::env::temp_dir().join(format!("teams-emulator-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        Ok(Self(dir))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -268,10 +249,12 @@ impl BotUnderTest {
         auth: BotAuth,
         app_id: Uuid,
     ) -> Result<Self, String> {
-        let dir = TempDir::new()
+        let dir = tempfile::Builder::new()
+            .prefix("teams-emulator-bot-")
+            .tempdir()
             .map_err(|e| format!("cannot make a data folder for the reference bot: {e}"))?;
         let mut config = proactive_bot::Config::for_emulator(&emulator.url());
-        config.database_path = dir.0.join("proactive-bot.sqlite3");
+        config.database_path = dir.path().join("proactive-bot.sqlite3");
         config.app_id = if auth == BotAuth::None {
             String::new()
         } else {
