@@ -327,16 +327,12 @@ impl World {
         team: &str,
         user: &str,
     ) -> Result<Vec<TeamsEvent>, super::TenantError> {
-        let t = self.tenant_mut(tenant).ok_or_else(|| {
-            super::TenantError::Forbidden(format!("Tenant '{tenant}' is not emulated."))
-        })?;
+        let t = self.emulated_tenant_mut(tenant)?;
         let user = t.user(user)?.id;
         let team_id = t.team(team)?.id;
-        let team = t
-            .teams
-            .iter_mut()
-            .find(|x| x.id == team_id)
-            .expect("team was just found");
+        let Some(team) = t.teams.iter_mut().find(|x| x.id == team_id) else {
+            return Err(super::TenantError::TeamNotFound(team_id.to_string()));
+        };
         if team.members.iter().any(|m| m.user == user) {
             return Err(super::TenantError::BadRequest(
                 "The user is already a member of the team.".into(),
@@ -356,16 +352,12 @@ impl World {
         team: &str,
         user: &str,
     ) -> Result<Vec<TeamsEvent>, super::TenantError> {
-        let t = self.tenant_mut(tenant).ok_or_else(|| {
-            super::TenantError::Forbidden(format!("Tenant '{tenant}' is not emulated."))
-        })?;
+        let t = self.emulated_tenant_mut(tenant)?;
         let user = t.user(user)?.id;
         let team_id = t.team(team)?.id;
-        let team = t
-            .teams
-            .iter_mut()
-            .find(|x| x.id == team_id)
-            .expect("team was just found");
+        let Some(team) = t.teams.iter_mut().find(|x| x.id == team_id) else {
+            return Err(super::TenantError::TeamNotFound(team_id.to_string()));
+        };
         let before = team.members.len();
         team.members.retain(|m| m.user != user);
         if team.members.len() == before {
@@ -390,9 +382,7 @@ impl World {
     ) -> Result<(Message, Vec<TeamsEvent>), super::TenantError> {
         let now = self.now();
         let id = self.next_message_id();
-        let t = self.tenant_mut(tenant).ok_or_else(|| {
-            super::TenantError::Forbidden(format!("Tenant '{tenant}' is not emulated."))
-        })?;
+        let t = self.emulated_tenant_mut(tenant)?;
         let c = t
             .chat(chat)
             .filter(|c| c.user == user)
@@ -439,9 +429,7 @@ impl World {
     ) -> Result<(Message, Vec<TeamsEvent>), super::TenantError> {
         let now = self.now();
         let id = self.next_message_id();
-        let t = self.tenant_mut(tenant).ok_or_else(|| {
-            super::TenantError::Forbidden(format!("Tenant '{tenant}' is not emulated."))
-        })?;
+        let t = self.emulated_tenant_mut(tenant)?;
         let team_ref = t.team(team)?;
         let team_id = team_ref.id;
         if !team_ref.members.iter().any(|m| m.user == user) {
@@ -497,15 +485,11 @@ impl World {
         bot: Uuid,
         blocked: bool,
     ) -> Result<(), super::TenantError> {
-        let t = self.tenant_mut(tenant).ok_or_else(|| {
-            super::TenantError::Forbidden(format!("Tenant '{tenant}' is not emulated."))
-        })?;
+        let t = self.emulated_tenant_mut(tenant)?;
         let id = t.user(user)?.id;
-        let u = t
-            .users
-            .iter_mut()
-            .find(|u| u.id == id)
-            .expect("user was just found");
+        let Some(u) = t.users.iter_mut().find(|u| u.id == id) else {
+            return Err(super::TenantError::UserNotFound(id.to_string()));
+        };
         if blocked {
             u.blocked_bots.insert(bot);
         } else {

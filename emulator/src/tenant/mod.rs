@@ -485,7 +485,11 @@ impl World {
     }
 
     fn caller_tenant_mut(&mut self, caller: &Caller) -> Result<&mut Tenant, TenantError> {
-        let id = caller.tenant;
+        self.emulated_tenant_mut(caller.tenant)
+    }
+
+    /// The tenant `id`, or the error for a tenant the emulator does not serve.
+    pub fn emulated_tenant_mut(&mut self, id: Uuid) -> Result<&mut Tenant, TenantError> {
         self.tenant_mut(id)
             .ok_or_else(|| TenantError::Forbidden(format!("Tenant '{id}' is not emulated.")))
     }
