@@ -23,6 +23,10 @@ pub fn router() -> Router<AppState> {
         .route("/health", get(health))
         .route("/transcript", get(transcript))
         .route("/deliveries", get(deliveries))
+        .route(
+            "/faults",
+            get(list_faults).post(add_fault).delete(clear_faults),
+        )
         .route("/users/{user}/messages", post(user_writes_to_bot))
         .route("/users/{user}/block", post(block_bot).delete(unblock_bot))
         .route(
@@ -73,6 +77,27 @@ async fn health(State(state): State<AppState>) -> axum::Json<Value> {
         "tenants": world.tenants.iter().map(|t| json!({"id": t.id, "displayName": t.display_name})).collect::<Vec<_>>(),
         "pendingDeliveries": state.delivery.pending(),
     }))
+}
+
+/// `{"operation": "send", "status": 429, "retryAfter"…}`: see [`crate::limits::FaultSpec`].
+async fn add_fault(State(state): State<AppState>, body: Bytes) -> Result<Response, GraphError> {
+    let spec: crate::limits::FaultSpec = serde_json::from_slice(&body).map_err(|e| GraphError::bad_request(format!("Not a fault: {e}. Give operation (send, roster, graph_read, graph_install, graph_uninstall), status, and optionally code, message, retry_after, times, probability, about.")))?;
+    state
+        .limits
+        .add_fault(spec)
+        .map_err(GraphError::bad_request)?;
+    Ok(StatusCode::CREATED.into_response())
+}
+
+async fn list_faults(State(state): State<AppState>) -> axum::Json<Value> {
+    axum::Json(
+        json!({"seed": state.limits.seed, "faults": state.limits.faults(), "earlyRetries": state.limits.early_retries()}),
+    )
+}
+
+async fn clear_faults(State(state): State<AppState>) -> StatusCode {
+    state.limits.clear_faults();
+    StatusCode::NO_CONTENT
 }
 
 async fn transcript(State(state): State<AppState>) -> axum::Json<Value> {

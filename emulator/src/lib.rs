@@ -10,6 +10,7 @@
 //! - [`graph`]: Graph routes, the OData subset, Graph's error envelope.
 //! - [`connector`]: Bot Connector v3 routes and the Connector's error envelope.
 //! - [`delivery`]: activities to bots: building, signing, sending, recording outcomes.
+//! - [`limits`]: Teams' and Graph's throttling, and faults injected on purpose (seeded).
 //! - [`control`]: `/_emulator/…`: health, transcript, deliveries, acting as a user.
 //! - [`scenario`]: scenario files, the runner, reports (terminal, JUnit, transcripts).
 //! - [`config`]: tenants from YAML or the embedded default, and the `serve` flags.
@@ -33,6 +34,7 @@ pub mod delivery;
 pub mod graph;
 pub mod identity;
 pub mod ids;
+pub mod limits;
 pub mod scenario;
 pub mod server;
 pub mod tenant;

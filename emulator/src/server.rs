@@ -35,6 +35,8 @@ pub struct Shared {
     pub bot_auth: BotAuth,
     base_url: OnceLock<String>,
     pub delivery: delivery::Deliveries,
+    /// Throttling and injected faults.
+    pub limits: crate::limits::Limits,
 }
 
 impl std::ops::Deref for AppState {
@@ -46,12 +48,22 @@ impl std::ops::Deref for AppState {
 
 impl AppState {
     pub fn new(world: World, key: SigningKey, bot_auth: BotAuth) -> Self {
+        Self::with_limits(world, key, bot_auth, crate::limits::Limits::default())
+    }
+
+    pub fn with_limits(
+        world: World,
+        key: SigningKey,
+        bot_auth: BotAuth,
+        limits: crate::limits::Limits,
+    ) -> Self {
         Self(Arc::new(Shared {
             world: Mutex::new(world),
             key,
             bot_auth,
             base_url: OnceLock::new(),
             delivery: delivery::Deliveries::default(),
+            limits,
         }))
     }
 
@@ -108,6 +120,8 @@ pub struct EmulatorBuilder {
     bot_auth: BotAuth,
     clock: Clock,
     key: Option<SigningKey>,
+    throttling: bool,
+    seed: u64,
 }
 
 impl Default for EmulatorBuilder {
@@ -118,6 +132,8 @@ impl Default for EmulatorBuilder {
             bot_auth: BotAuth::Signed,
             clock: Clock::system(),
             key: None,
+            throttling: true,
+            seed: 0,
         }
     }
 }
@@ -144,16 +160,27 @@ impl EmulatorBuilder {
         self.key = Some(key);
         self
     }
+    /// Teams' and Graph's throttling limits (on by default).
+    pub fn throttling(mut self, on: bool) -> Self {
+        self.throttling = on;
+        self
+    }
+    /// The seed of injected faults that fire by chance.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
 
     /// Binds, and serves in the background until the handle is shut down or dropped.
     pub async fn start(self) -> std::io::Result<EmulatorHandle> {
         let listener = TcpListener::bind(self.listen).await?;
         let addr = listener.local_addr()?;
         let world = self.config.build_world(self.clock.clone());
-        let state = AppState::new(
+        let state = AppState::with_limits(
             world,
             self.key.unwrap_or_else(SigningKey::embedded),
             self.bot_auth,
+            crate::limits::Limits::new(self.throttling, self.seed),
         );
         let _ = state.0.base_url.set(format!("http://{addr}"));
         let app = router(state.clone());

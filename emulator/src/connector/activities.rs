@@ -1,6 +1,7 @@
 //! Sending, replying to, updating and deleting activities.
 
-use super::{ConnectorError, acting_bot, authenticate, object_body};
+use super::{ConnectorError, authenticate, object_body, resolve_for_bot};
+use crate::limits::Operation;
 use crate::server::AppState;
 use crate::tenant::{Conversation, ConversationError, Participant};
 use axum::Json;
@@ -29,7 +30,7 @@ pub async fn reply_to_activity(
     post_activity(&state, &headers, &conversation, Some(&activity), &body)
 }
 
-fn activity_type(activity: &Value) -> Result<String, ConnectorError> {
+pub(super) fn activity_type(activity: &Value) -> Result<String, ConnectorError> {
     match activity.get("type") {
         Some(Value::String(t)) if !t.trim().is_empty() => Ok(t.clone()),
         Some(_) => Err(ConnectorError::bad_argument(
@@ -39,7 +40,7 @@ fn activity_type(activity: &Value) -> Result<String, ConnectorError> {
     }
 }
 
-fn check_fields(activity: &Value) -> Result<(), ConnectorError> {
+pub(super) fn check_fields(activity: &Value) -> Result<(), ConnectorError> {
     if let Some(text) = activity.get("text")
         && !(text.is_string() || text.is_null())
     {
@@ -84,16 +85,8 @@ pub fn post_activity(
     let service_url = state.service_url();
     let stored = {
         let mut world = state.world();
-        let (tenant_id, conversation) = world.find_conversation(conversation_id).ok_or(
-            ConversationError::ConversationNotFound(conversation_id.into()),
-        )?;
-        let tenant = world
-            .tenant(tenant_id)
-            .ok_or(ConversationError::ConversationNotFound(
-                conversation_id.into(),
-            ))?;
-        let bot = acting_bot(tenant, caller, &conversation)?;
-        tenant.check_bot_may_post(bot, &conversation)?;
+        let (tenant_id, conversation, bot) =
+            resolve_for_bot(state, &world, caller, conversation_id, Operation::Send)?;
         let now = world.now();
         let id = world.next_message_id();
         let tenant = world
@@ -197,16 +190,13 @@ pub async fn update_activity(
     let updated = {
         let mut world = state.world();
         let now = world.now();
-        let (tenant_id, conversation) = world.find_conversation(&conversation_id).ok_or(
-            ConversationError::ConversationNotFound(conversation_id.clone()),
-        )?;
+        let (tenant_id, conversation, bot) =
+            resolve_for_bot(&state, &world, caller, &conversation_id, Operation::Send)?;
         let tenant = world
             .tenant_mut(tenant_id)
             .ok_or(ConversationError::ConversationNotFound(
                 conversation_id.clone(),
             ))?;
-        let bot = acting_bot(tenant, caller, &conversation)?;
-        tenant.check_bot_may_post(bot, &conversation)?;
         tenant.update_message(&conversation, bot, &activity_id, activity, now)?;
         tenant
             .messages(&conversation)
@@ -230,16 +220,13 @@ pub async fn delete_activity(
     let caller = authenticate(&state, &headers)?;
     let mut world = state.world();
     let now = world.now();
-    let (tenant_id, conversation) = world.find_conversation(&conversation_id).ok_or(
-        ConversationError::ConversationNotFound(conversation_id.clone()),
-    )?;
+    let (tenant_id, conversation, bot) =
+        resolve_for_bot(&state, &world, caller, &conversation_id, Operation::Send)?;
     let tenant = world
         .tenant_mut(tenant_id)
         .ok_or(ConversationError::ConversationNotFound(
             conversation_id.clone(),
         ))?;
-    let bot = acting_bot(tenant, caller, &conversation)?;
-    tenant.check_bot_may_post(bot, &conversation)?;
     tenant.delete_message(&conversation, bot, &activity_id, now)?;
     // a 1:1 chat keeps its Connector id however it was addressed, as in bot_activity
     let recorded_id = match &conversation {

@@ -85,7 +85,12 @@ pub async fn create_conversation(
     let bot = caller.or(claimed);
     let initial = match body.get("activity") {
         None | Some(Value::Null) => None,
-        Some(a) if a.is_object() => Some(a.clone()),
+        Some(a) if a.is_object() => {
+            // the initial activity is a send like any other
+            super::activities::activity_type(a)?;
+            super::activities::check_fields(a)?;
+            Some(a.clone())
+        }
         Some(_) => {
             return Err(ConnectorError::bad_argument(
                 "'activity' must be an object.",
@@ -127,6 +132,12 @@ pub async fn create_conversation(
                 .or_else(|| tenant.conversation_bot(&conversation))
                 .ok_or(ConversationError::BotNotInRoster)?;
             tenant.check_bot_may_post(bot, &conversation)?;
+            state.limits.admit_connector(
+                now,
+                crate::limits::Operation::Send,
+                bot,
+                &super::limits_key(&conversation),
+            )?;
             let activity = initial.ok_or_else(|| {
                 ConnectorError::bad_argument("A new channel thread needs an initial 'activity'.")
             })?;
@@ -201,6 +212,9 @@ pub async fn create_conversation(
             })?;
             let chat = tenant.open_personal_conversation(bot, user, now)?;
             let (chat_id, conversation_id) = (chat.id.clone(), chat.conversation_id.clone());
+            state
+                .limits
+                .admit_connector(now, crate::limits::Operation::Send, bot, &chat_id)?;
             let mut answer = json!({"id": conversation_id, "serviceUrl": service_url});
             let mut sent = None;
             if let Some(activity) = initial {

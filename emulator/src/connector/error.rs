@@ -8,16 +8,19 @@ use serde_json::json;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectorError {
     pub status: StatusCode,
-    pub code: &'static str,
+    pub code: std::borrow::Cow<'static, str>,
     pub message: String,
+    /// Seconds for a `Retry-After` header (throttling, injected faults).
+    pub retry_after: Option<u64>,
 }
 
 impl ConnectorError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
-            code,
+            code: code.into(),
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -106,12 +109,39 @@ impl From<TenantError> for ConnectorError {
     }
 }
 
+impl From<crate::limits::Refusal> for ConnectorError {
+    fn from(r: crate::limits::Refusal) -> Self {
+        let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        let code = match (r.code, r.status) {
+            (Some(code), _) => code.into(),
+            (None, 412) => "PreconditionFailed".into(),
+            (None, 429) => "Throttled".into(),
+            (None, 503) => "ServiceUnavailable".into(),
+            (None, 504) => "GatewayTimeout".into(),
+            (None, s) if s >= 500 => "ServiceError".into(),
+            (None, _) => Self::for_status(status, "").code,
+        };
+        Self {
+            status,
+            code,
+            message: r.message,
+            retry_after: r.retry_after,
+        }
+    }
+}
+
 impl IntoResponse for ConnectorError {
     fn into_response(self) -> Response {
-        (
+        let mut response = (
             self.status,
             axum::Json(json!({"error": {"code": self.code, "message": self.message}})),
         )
-            .into_response()
+            .into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        response
     }
 }

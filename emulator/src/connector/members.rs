@@ -1,6 +1,7 @@
 //! Rosters (`members`, `pagedmembers`, one member) and team details and channels.
 
-use super::{ConnectorError, acting_bot, authenticate, channel_account};
+use super::{ConnectorError, acting_bot, authenticate, channel_account, resolve_for_bot};
+use crate::limits::Operation;
 use crate::server::AppState;
 use crate::tenant::{Conversation, ConversationError};
 use axum::Json;
@@ -19,19 +20,13 @@ fn roster(
 ) -> Result<Vec<Value>, ConnectorError> {
     let caller = authenticate(state, headers)?;
     let world = state.world();
-    let (tenant_id, conversation) =
-        world
-            .find_conversation(conversation_id)
-            .ok_or(ConversationError::ConversationNotFound(
-                conversation_id.into(),
-            ))?;
+    let (tenant_id, conversation, _) =
+        resolve_for_bot(state, &world, caller, conversation_id, Operation::Roster)?;
     let tenant = world
         .tenant(tenant_id)
         .ok_or(ConversationError::ConversationNotFound(
             conversation_id.into(),
         ))?;
-    let bot = acting_bot(tenant, caller, &conversation)?;
-    tenant.check_bot_may_post(bot, &conversation)?;
     Ok(tenant
         .roster(&conversation)
         .into_iter()
@@ -122,6 +117,12 @@ fn team_for_bot(
         };
         let bot = acting_bot(tenant, caller, &conversation)?;
         tenant.check_bot_may_post(bot, &conversation)?;
+        state.limits.admit_connector(
+            world.now(),
+            Operation::Roster,
+            bot,
+            &super::limits_key(&conversation),
+        )?;
         return Ok((tenant.id, t.id));
     }
     Err(ConversationError::ConversationNotFound(team.to_string()).into())

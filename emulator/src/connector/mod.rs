@@ -140,6 +140,37 @@ pub fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Option<Uuid
     }
 }
 
+/// A Connector call's tenant, conversation and bot, once the bot may act there and Teams'
+/// limits (and any injected fault) let the call through.
+pub fn resolve_for_bot(
+    state: &AppState,
+    world: &crate::tenant::World,
+    caller: Option<Uuid>,
+    conversation_id: &str,
+    operation: crate::limits::Operation,
+) -> Result<(Uuid, Conversation, Uuid), ConnectorError> {
+    let not_found =
+        || crate::tenant::ConversationError::ConversationNotFound(conversation_id.into());
+    let (tenant_id, conversation) = world
+        .find_conversation(conversation_id)
+        .ok_or_else(not_found)?;
+    let tenant = world.tenant(tenant_id).ok_or_else(not_found)?;
+    let bot = acting_bot(tenant, caller, &conversation)?;
+    tenant.check_bot_may_post(bot, &conversation)?;
+    state
+        .limits
+        .admit_connector(world.now(), operation, bot, &limits_key(&conversation))?;
+    Ok((tenant_id, conversation, bot))
+}
+
+/// The name limits and faults know a conversation by: a chat's Graph id, or a channel's id.
+pub fn limits_key(conversation: &Conversation) -> String {
+    match conversation {
+        Conversation::Personal { chat } => chat.clone(),
+        Conversation::Channel { channel, .. } => channel.clone(),
+    }
+}
+
 /// The bot acting on a conversation: the token's, or the conversation's own when there is none.
 pub fn acting_bot(
     tenant: &Tenant,

@@ -15,6 +15,8 @@ pub struct GraphError {
     pub status: StatusCode,
     pub code: String,
     pub message: String,
+    /// Seconds for a `Retry-After` header (throttling, injected faults).
+    pub retry_after: Option<u64>,
 }
 
 impl GraphError {
@@ -23,6 +25,7 @@ impl GraphError {
             status,
             code: code.into(),
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -102,9 +105,34 @@ impl From<TenantError> for GraphError {
     }
 }
 
+impl From<crate::limits::Refusal> for GraphError {
+    fn from(r: crate::limits::Refusal) -> Self {
+        let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        let code = r.code.unwrap_or_else(|| match r.status {
+            429 => "TooManyRequests".into(),
+            503 => "serviceNotAvailable".into(),
+            504 => "gatewayTimeout".into(),
+            s if s >= 500 => "generalException".into(),
+            _ => Self::for_status(status, "").code,
+        });
+        Self {
+            status,
+            code,
+            message: r.message,
+            retry_after: r.retry_after,
+        }
+    }
+}
+
 impl IntoResponse for GraphError {
     fn into_response(self) -> Response {
         let body = json!({ "error": { "code": self.code, "message": self.message } });
-        (self.status, axum::Json(body)).into_response()
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        response
     }
 }

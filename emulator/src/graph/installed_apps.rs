@@ -4,7 +4,8 @@
 use super::catalog::{definition_json, teams_app_json};
 use super::chats::chat_json;
 use super::odata::EntitySet;
-use super::{GraphError, authenticate, collection, entity, json_body};
+use super::{GraphError, admit, authenticate, collection, entity, json_body};
+use crate::limits::Operation;
 use crate::server::AppState;
 use crate::tenant::{Installation, Tenant};
 use axum::Router;
@@ -65,6 +66,16 @@ pub const TEAM_INSTALLATIONS: EntitySet = EntitySet {
     navigation: &["teamsApp", "teamsAppDefinition"],
     page_size: 100,
 };
+
+/// The user a call is about, by object id (as faults name users), whichever way the path names them.
+fn about_user(state: &AppState, caller: &crate::tenant::Caller, user: &str) -> String {
+    let world = state.world();
+    world
+        .tenant(caller.tenant)
+        .and_then(|t| t.user(user).ok())
+        .map(|u| u.id.to_string())
+        .unwrap_or_else(|| user.to_string())
+}
 
 fn installation_json(tenant: &Tenant, installation: &Installation) -> Value {
     let mut value = json!({ "id": installation.id });
@@ -127,6 +138,12 @@ async fn list_user_installations(
     headers: HeaderMap,
 ) -> Result<Response, GraphError> {
     let caller = authenticate(&state, &headers)?;
+    admit(
+        &state,
+        &caller,
+        Operation::GraphRead,
+        Some(&about_user(&state, &caller, &user)),
+    )?;
     let (items, user_id) = {
         let world = state.world();
         let tenant = world.tenant_of(&caller)?;
@@ -153,6 +170,12 @@ async fn install_for_user(
     body: Bytes,
 ) -> Result<Response, GraphError> {
     let caller = authenticate(&state, &headers)?;
+    admit(
+        &state,
+        &caller,
+        Operation::GraphInstall,
+        Some(&about_user(&state, &caller, &user)),
+    )?;
     let app = bound_catalog_app(&body)?;
     let events = state.world().install_app_for_user(&caller, &user, &app)?.1;
     state.publish(events).await;
@@ -166,6 +189,12 @@ async fn get_user_installation(
     headers: HeaderMap,
 ) -> Result<Response, GraphError> {
     let caller = authenticate(&state, &headers)?;
+    admit(
+        &state,
+        &caller,
+        Operation::GraphRead,
+        Some(&about_user(&state, &caller, &user)),
+    )?;
     let item = {
         let world = state.world();
         let tenant = world.tenant_of(&caller)?;
@@ -188,6 +217,12 @@ async fn uninstall_for_user(
     headers: HeaderMap,
 ) -> Result<Response, GraphError> {
     let caller = authenticate(&state, &headers)?;
+    admit(
+        &state,
+        &caller,
+        Operation::GraphUninstall,
+        Some(&about_user(&state, &caller, &user)),
+    )?;
     let events = state
         .world()
         .uninstall_app_for_user(&caller, &user, &installation)?;
@@ -202,6 +237,12 @@ async fn upgrade_for_user(
     body: Bytes,
 ) -> Result<Response, GraphError> {
     let caller = authenticate(&state, &headers)?;
+    admit(
+        &state,
+        &caller,
+        Operation::GraphInstall,
+        Some(&about_user(&state, &caller, &user)),
+    )?;
     if !body.iter().all(u8::is_ascii_whitespace) {
         json_body(&body)?;
     }
@@ -219,6 +260,12 @@ async fn get_installation_chat(
     headers: HeaderMap,
 ) -> Result<Response, GraphError> {
     let caller = authenticate(&state, &headers)?;
+    admit(
+        &state,
+        &caller,
+        Operation::GraphRead,
+        Some(&about_user(&state, &caller, &user)),
+    )?;
     let item = {
         let world = state.world();
         let tenant = world.tenant_of(&caller)?;
@@ -237,6 +284,7 @@ async fn list_team_installations(
     headers: HeaderMap,
 ) -> Result<Response, GraphError> {
     let caller = authenticate(&state, &headers)?;
+    admit(&state, &caller, Operation::GraphRead, Some(&team))?;
     let items = {
         let world = state.world();
         let tenant = world.tenant_of(&caller)?;
@@ -262,6 +310,7 @@ async fn install_for_team(
     body: Bytes,
 ) -> Result<Response, GraphError> {
     let caller = authenticate(&state, &headers)?;
+    admit(&state, &caller, Operation::GraphInstall, Some(&team))?;
     let app = bound_catalog_app(&body)?;
     let events = state.world().install_app_for_team(&caller, &team, &app)?.1;
     state.publish(events).await;
@@ -275,6 +324,7 @@ async fn get_team_installation(
     headers: HeaderMap,
 ) -> Result<Response, GraphError> {
     let caller = authenticate(&state, &headers)?;
+    admit(&state, &caller, Operation::GraphRead, Some(&team))?;
     let item = {
         let world = state.world();
         let tenant = world.tenant_of(&caller)?;
@@ -297,6 +347,7 @@ async fn uninstall_for_team(
     headers: HeaderMap,
 ) -> Result<Response, GraphError> {
     let caller = authenticate(&state, &headers)?;
+    admit(&state, &caller, Operation::GraphUninstall, Some(&team))?;
     let events = state
         .world()
         .uninstall_app_for_team(&caller, &team, &installation)?;

@@ -135,6 +135,20 @@ pub fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, Gra
     .map_err(|p| GraphError::unauthenticated(&p))
 }
 
+/// Graph's limits per app per tenant, and injected faults; `about` names the user (or chat).
+pub fn admit(
+    state: &AppState,
+    caller: &Caller,
+    operation: crate::limits::Operation,
+    about: Option<&str>,
+) -> Result<(), GraphError> {
+    let now = state.world().now();
+    state
+        .limits
+        .admit_graph(now, operation, caller.app_id, caller.tenant, about)
+        .map_err(GraphError::from)
+}
+
 /// `https://graph.microsoft.com/{version}/$metadata#{fragment}`.
 pub fn context_url(version: ApiVersion, fragment: &str) -> String {
     format!(

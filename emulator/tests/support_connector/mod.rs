@@ -58,8 +58,23 @@ pub async fn start(auth: BotAuth) -> Env {
     start_with(auth, EmulatorConfig::default_tenant(), 200).await
 }
 
+/// For tests that send far more than Teams' per-conversation limits allow.
+#[allow(dead_code)]
+pub async fn start_without_throttling(auth: BotAuth) -> Env {
+    start_configured(auth, EmulatorConfig::default_tenant(), 200, false).await
+}
+
 /// Starts an emulator from `config` with its first bot pointed at a fresh fake bot.
-pub async fn start_with(auth: BotAuth, mut config: EmulatorConfig, bot_status: u16) -> Env {
+pub async fn start_with(auth: BotAuth, config: EmulatorConfig, bot_status: u16) -> Env {
+    start_configured(auth, config, bot_status, true).await
+}
+
+async fn start_configured(
+    auth: BotAuth,
+    mut config: EmulatorConfig,
+    bot_status: u16,
+    throttling: bool,
+) -> Env {
     let bot = fake_bot(bot_status).await;
     config.apply(&BotOverrides {
         bot_endpoint: Some(format!("{}/api/messages", bot.uri())),
@@ -68,6 +83,7 @@ pub async fn start_with(auth: BotAuth, mut config: EmulatorConfig, bot_status: u
     let emu = Emulator::builder()
         .config(config)
         .bot_auth(auth)
+        .throttling(throttling)
         .start()
         .await
         .expect("start the emulator");

@@ -1,0 +1,590 @@
+//! Teams' and Graph's limits, and faults injected on purpose, on the emulator's clock.
+//!
+//! Throttling follows the published limits: per bot per conversation for sends (7 in 1 s, 8 in
+//! 2 s, 60 in 30 s, 1800 in an hour) and roster reads (14/1 s, 16/2 s, 120/30 s, 3600/h), all bots
+//! per conversation (14/1 s, 16/2 s for sends), and per app per tenant for Graph's installation
+//! routes (GET 60/s, POST 30/s, DELETE 15/s). Over a limit the call answers 429 with
+//! `Retry-After`, the seconds until the window has room again.
+//!
+//! Faults are queued by tests and scenarios (`/_emulator/faults`): the next matching calls answer
+//! a chosen status (`times`), or each matching call does with a `probability` drawn from a
+//! generator seeded with `--seed`, so a flaky run can be replayed.
+
+use chrono::{DateTime, Duration, Utc};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use uuid::Uuid;
+
+/// What is being limited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Operation {
+    /// Connector: send, reply, update, delete, create conversation.
+    Send,
+    /// Connector: members, paged members, one member, team details and channels.
+    Roster,
+    /// Graph: reading installations, the catalog, chats.
+    GraphRead,
+    /// Graph: installing or upgrading an app.
+    GraphInstall,
+    /// Graph: uninstalling an app.
+    GraphUninstall,
+}
+
+/// A limit was hit or a fault fired: the answer to give.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: u16,
+    /// The error code, or `None` for the surface's usual code for the status.
+    pub code: Option<String>,
+    pub message: String,
+    pub retry_after: Option<u64>,
+}
+
+/// A fault to inject.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FaultSpec {
+    pub operation: Operation,
+    /// The HTTP status to answer (400–599).
+    pub status: u16,
+    #[serde(default)]
+    pub code: Option<String>,
+    #[serde(default)]
+    pub message: Option<String>,
+    /// Seconds for `Retry-After`.
+    #[serde(default)]
+    pub retry_after: Option<u64>,
+    /// Fire on the next N matching calls (default 1, unless `probability` is given).
+    #[serde(default)]
+    pub times: Option<u32>,
+    /// Fire on each matching call with this probability (0–1), drawn from the seeded generator.
+    #[serde(default)]
+    pub probability: Option<f64>,
+    /// Only calls about this: a conversation for Connector operations (its Graph chat id or
+    /// channel id, as [`crate::tenant::Conversation`] resolves it), a user id for Graph ones.
+    #[serde(default)]
+    pub about: Option<String>,
+}
+
+impl FaultSpec {
+    pub fn check(&self) -> Result<(), String> {
+        if !(400..=599).contains(&self.status) {
+            return Err(format!(
+                "status {} is not an error status (400–599)",
+                self.status
+            ));
+        }
+        if let Some(p) = self.probability
+            && !(0.0..=1.0).contains(&p)
+        {
+            return Err(format!("probability {p} is not between 0 and 1"));
+        }
+        if self.times == Some(0) {
+            return Err("times must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct FaultState {
+    pub spec: FaultSpec,
+    pub fired: u32,
+}
+
+/// One rule: at most `limit` events in `window`.
+struct Rule {
+    window: Duration,
+    limit: usize,
+}
+
+const fn rule(secs: i64, limit: usize) -> Rule {
+    Rule {
+        window: Duration::seconds(secs),
+        limit,
+    }
+}
+
+const SEND_PER_BOT: &[Rule] = &[rule(1, 7), rule(2, 8), rule(30, 60), rule(3600, 1800)];
+const SEND_ALL_BOTS: &[Rule] = &[rule(1, 14), rule(2, 16)];
+const ROSTER_PER_BOT: &[Rule] = &[rule(1, 14), rule(2, 16), rule(30, 120), rule(3600, 3600)];
+const ROSTER_ALL_BOTS: &[Rule] = &[rule(1, 28), rule(2, 32)];
+const GRAPH_READ: &[Rule] = &[rule(1, 60)];
+const GRAPH_INSTALL: &[Rule] = &[rule(1, 30)];
+const GRAPH_UNINSTALL: &[Rule] = &[rule(1, 15)];
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum Key {
+    BotConversation(Operation, Uuid, String),
+    Conversation(Operation, String),
+    AppTenant(Operation, Uuid, Uuid),
+}
+
+/// A call that came back before the `Retry-After` it was given had passed.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct EarlyRetry {
+    pub operation: Operation,
+    /// The conversation (Connector) or the app and tenant (Graph) that was told to wait.
+    pub about: String,
+    pub at: DateTime<Utc>,
+    #[serde(rename = "earlyByMs")]
+    pub early_by_ms: i64,
+}
+
+pub struct Limits {
+    throttling: bool,
+    events: Mutex<HashMap<Key, VecDeque<DateTime<Utc>>>>,
+    /// Who was told to wait until when, and who did not.
+    not_before: Mutex<HashMap<(Operation, String), DateTime<Utc>>>,
+    early: Mutex<Vec<EarlyRetry>>,
+    faults: Mutex<Vec<FaultState>>,
+    rng: Mutex<StdRng>,
+    pub seed: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self::new(true, 0)
+    }
+}
+
+impl std::fmt::Debug for Limits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limits")
+            .field("throttling", &self.throttling)
+            .field("seed", &self.seed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Limits {
+    pub fn new(throttling: bool, seed: u64) -> Self {
+        Self {
+            throttling,
+            events: Mutex::default(),
+            not_before: Mutex::default(),
+            early: Mutex::default(),
+            faults: Mutex::default(),
+            rng: Mutex::new(StdRng::seed_from_u64(seed)),
+            seed,
+        }
+    }
+
+    pub fn add_fault(&self, spec: FaultSpec) -> Result<(), String> {
+        spec.check()?;
+        self.faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(FaultState { spec, fired: 0 });
+        Ok(())
+    }
+
+    pub fn faults(&self) -> Vec<FaultState> {
+        self.faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Calls that retried before their `Retry-After` had passed.
+    pub fn early_retries(&self) -> Vec<EarlyRetry> {
+        self.early.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Refuses (again, as Teams does) a call made before the `Retry-After` its caller was given,
+    /// and records it; remembers the wait a refusal gives.
+    fn retry_discipline(
+        &self,
+        now: DateTime<Utc>,
+        operation: Operation,
+        about: &str,
+        outcome: Result<(), Refusal>,
+    ) -> Result<(), Refusal> {
+        let key = (operation, about.to_string());
+        let mut not_before = self.not_before.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(until) = not_before.get(&key).copied()
+            && now < until
+        {
+            let early_by_ms = (until - now).num_milliseconds();
+            self.early
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(EarlyRetry {
+                    operation,
+                    about: about.to_string(),
+                    at: now,
+                    early_by_ms,
+                });
+            let secs = (early_by_ms.max(1) as u64).div_ceil(1000);
+            return Err(Refusal {
+                status: 429,
+                code: None,
+                message: format!(
+                    "Retried {early_by_ms} ms before the Retry-After given earlier had passed."
+                ),
+                retry_after: Some(secs),
+            });
+        }
+        if let Err(refusal) = &outcome
+            && let Some(secs) = refusal.retry_after
+        {
+            not_before.insert(key, now + Duration::seconds(secs as i64));
+        }
+        outcome
+    }
+
+    pub fn clear_faults(&self) {
+        self.faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    /// A Connector call by `bot` in `conversation`: a fault, a throttle, or admitted (and counted).
+    pub fn admit_connector(
+        &self,
+        now: DateTime<Utc>,
+        operation: Operation,
+        bot: Uuid,
+        conversation: &str,
+    ) -> Result<(), Refusal> {
+        let base = conversation
+            .split(";messageid=")
+            .next()
+            .unwrap_or(conversation);
+        let outcome = self
+            .fault(operation, Some(conversation))
+            .and_then(|()| self.connector_limits(now, operation, bot, base));
+        self.retry_discipline(now, operation, &format!("{bot} {base}"), outcome)
+    }
+
+    fn connector_limits(
+        &self,
+        now: DateTime<Utc>,
+        operation: Operation,
+        bot: Uuid,
+        base: &str,
+    ) -> Result<(), Refusal> {
+        let (per_bot, all_bots) = match operation {
+            Operation::Roster => (ROSTER_PER_BOT, ROSTER_ALL_BOTS),
+            _ => (SEND_PER_BOT, SEND_ALL_BOTS),
+        };
+        // A conversation's threads share its limits.
+        self.throttle(
+            now,
+            &[
+                (
+                    Key::BotConversation(operation, bot, base.to_string()),
+                    per_bot,
+                ),
+                (Key::Conversation(operation, base.to_string()), all_bots),
+            ],
+            "Too many requests for this conversation.",
+        )
+    }
+
+    /// A Graph call by `app` in `tenant`.
+    pub fn admit_graph(
+        &self,
+        now: DateTime<Utc>,
+        operation: Operation,
+        app: Uuid,
+        tenant: Uuid,
+        about: Option<&str>,
+    ) -> Result<(), Refusal> {
+        let rules = match operation {
+            Operation::GraphInstall => GRAPH_INSTALL,
+            Operation::GraphUninstall => GRAPH_UNINSTALL,
+            _ => GRAPH_READ,
+        };
+        let outcome = self.fault(operation, about).and_then(|()| {
+            self.throttle(
+                now,
+                &[(Key::AppTenant(operation, app, tenant), rules)],
+                "Please retry again later.",
+            )
+        });
+        self.retry_discipline(now, operation, &format!("{app} {tenant}"), outcome)
+    }
+
+    fn fault(&self, operation: Operation, about: Option<&str>) -> Result<(), Refusal> {
+        let mut faults = self.faults.lock().unwrap_or_else(|e| e.into_inner());
+        for f in faults.iter_mut() {
+            let s = &f.spec;
+            if s.operation != operation {
+                continue;
+            }
+            if let Some(c) = &s.about
+                && about.is_none_or(|a| a.split(";messageid=").next() != Some(c.as_str()))
+            {
+                continue;
+            }
+            let fire = match (s.probability, s.times) {
+                (Some(p), times) => {
+                    times.is_none_or(|t| f.fired < t)
+                        && self
+                            .rng
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .gen_bool(p)
+                }
+                (None, times) => f.fired < times.unwrap_or(1),
+            };
+            if fire {
+                f.fired += 1;
+                return Err(Refusal {
+                    status: s.status,
+                    code: s.code.clone(),
+                    message: s
+                        .message
+                        .clone()
+                        .unwrap_or_else(|| "Injected fault.".into()),
+                    retry_after: s.retry_after,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn throttle(
+        &self,
+        now: DateTime<Utc>,
+        checks: &[(Key, &[Rule])],
+        message: &str,
+    ) -> Result<(), Refusal> {
+        if !self.throttling {
+            return Ok(());
+        }
+        let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        let mut wait: Option<Duration> = None;
+        for (key, rules) in checks {
+            let Some(list) = events.get_mut(key) else {
+                continue;
+            };
+            let longest = rules
+                .iter()
+                .map(|r| r.window)
+                .max()
+                .unwrap_or(Duration::zero());
+            while list.front().is_some_and(|t| *t <= now - longest) {
+                list.pop_front();
+            }
+            for r in rules.iter() {
+                let in_window: Vec<&DateTime<Utc>> =
+                    list.iter().filter(|t| **t > now - r.window).collect();
+                if in_window.len() >= r.limit {
+                    // room again when the oldest event of the full window leaves it
+                    let oldest = in_window[in_window.len() - r.limit];
+                    let until = *oldest + r.window - now;
+                    wait = Some(wait.map_or(until, |w| w.max(until)));
+                }
+            }
+        }
+        if let Some(w) = wait {
+            let secs = (w.num_milliseconds().max(1) as u64).div_ceil(1000);
+            return Err(Refusal {
+                status: 429,
+                code: None,
+                message: message.into(),
+                retry_after: Some(secs),
+            });
+        }
+        for (key, _) in checks {
+            events.entry(key.clone()).or_default().push_back(now);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_eighth_send_in_a_second_is_throttled_until_the_window_has_room() {
+        let limits = Limits::new(true, 0);
+        let t0 = Utc::now();
+        let bot = Uuid::from_u128(1);
+        for i in 0..7 {
+            limits
+                .admit_connector(
+                    t0 + Duration::milliseconds(i * 10),
+                    Operation::Send,
+                    bot,
+                    "a:1",
+                )
+                .unwrap();
+        }
+        let refused = limits
+            .admit_connector(
+                t0 + Duration::milliseconds(100),
+                Operation::Send,
+                bot,
+                "a:1",
+            )
+            .unwrap_err();
+        assert_eq!(refused.status, 429);
+        assert_eq!(refused.retry_after, Some(1));
+        // another conversation is not affected
+        limits
+            .admit_connector(
+                t0 + Duration::milliseconds(100),
+                Operation::Send,
+                bot,
+                "a:2",
+            )
+            .unwrap();
+        // after the Retry-After there is room for one more (8 in 2 s), then not
+        limits
+            .admit_connector(
+                t0 + Duration::milliseconds(1100),
+                Operation::Send,
+                bot,
+                "a:1",
+            )
+            .unwrap();
+        let refused = limits
+            .admit_connector(
+                t0 + Duration::milliseconds(1150),
+                Operation::Send,
+                bot,
+                "a:1",
+            )
+            .unwrap_err();
+        assert_eq!(refused.retry_after, Some(1));
+        assert!(
+            limits
+                .admit_connector(t0 + Duration::seconds(3), Operation::Send, bot, "a:1")
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_retry_before_retry_after_is_refused_again_and_recorded() {
+        let limits = Limits::new(false, 0);
+        limits
+            .add_fault(FaultSpec {
+                operation: Operation::Send,
+                status: 429,
+                code: None,
+                message: None,
+                retry_after: Some(2),
+                times: Some(1),
+                probability: None,
+                about: None,
+            })
+            .unwrap();
+        let (t0, bot) = (Utc::now(), Uuid::nil());
+        assert_eq!(
+            limits
+                .admit_connector(t0, Operation::Send, bot, "a:1")
+                .unwrap_err()
+                .retry_after,
+            Some(2)
+        );
+        let again = limits
+            .admit_connector(
+                t0 + Duration::milliseconds(500),
+                Operation::Send,
+                bot,
+                "a:1",
+            )
+            .unwrap_err();
+        assert_eq!((again.status, again.retry_after), (429, Some(2)));
+        assert_eq!(limits.early_retries().len(), 1);
+        assert_eq!(limits.early_retries()[0].early_by_ms, 1500);
+        assert!(
+            limits
+                .admit_connector(t0 + Duration::seconds(2), Operation::Send, bot, "a:1")
+                .is_ok()
+        );
+        assert_eq!(limits.early_retries().len(), 1);
+    }
+
+    #[test]
+    fn throttling_can_be_switched_off() {
+        let limits = Limits::new(false, 0);
+        for _ in 0..100 {
+            limits
+                .admit_connector(Utc::now(), Operation::Send, Uuid::nil(), "a:1")
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn faults_fire_the_given_number_of_times_or_by_seeded_chance() {
+        let limits = Limits::new(true, 7);
+        let spec = |times, probability| FaultSpec {
+            operation: Operation::Send,
+            status: 503,
+            code: None,
+            message: None,
+            retry_after: Some(2),
+            times,
+            probability,
+            about: Some("a:1".into()),
+        };
+        limits.add_fault(spec(Some(2), None)).unwrap();
+        let now = Utc::now();
+        assert!(
+            limits
+                .admit_connector(now, Operation::Send, Uuid::nil(), "a:2")
+                .is_ok()
+        );
+        assert_eq!(
+            limits
+                .admit_connector(now, Operation::Send, Uuid::nil(), "a:1")
+                .unwrap_err()
+                .retry_after,
+            Some(2)
+        );
+        let later = now + Duration::seconds(2);
+        let second = limits
+            .admit_connector(later, Operation::Send, Uuid::nil(), "a:1;messageid=5")
+            .unwrap_err();
+        assert_eq!(
+            second.status, 503,
+            "the second of two faults, on a thread of the conversation"
+        );
+        let after = later + Duration::seconds(2);
+        assert!(
+            limits
+                .admit_connector(after, Operation::Send, Uuid::nil(), "a:1")
+                .is_ok()
+        );
+        assert!(limits.early_retries().is_empty());
+        let draws = |seed| {
+            let l = Limits::new(false, seed);
+            l.add_fault(FaultSpec {
+                retry_after: None,
+                ..spec(None, Some(0.5))
+            })
+            .unwrap();
+            (0..32)
+                .map(|_| {
+                    l.admit_connector(now, Operation::Send, Uuid::nil(), "a:1")
+                        .is_err()
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            draws(42),
+            draws(42),
+            "the same seed replays the same faults"
+        );
+        assert!(draws(42).iter().any(|x| *x) && draws(42).iter().any(|x| !*x));
+        assert!(limits.add_fault(spec(Some(0), None)).is_err());
+        assert!(
+            limits
+                .add_fault(FaultSpec {
+                    status: 200,
+                    ..spec(None, None)
+                })
+                .is_err()
+        );
+    }
+}
