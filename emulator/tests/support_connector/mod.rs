@@ -69,11 +69,29 @@ pub async fn start_with(auth: BotAuth, config: EmulatorConfig, bot_status: u16) 
     start_configured(auth, config, bot_status, true).await
 }
 
+/// With a clock that stands still until the test moves it, for limits that count per second.
+#[allow(dead_code)]
+pub async fn start_on_manual_clock(auth: BotAuth) -> Env {
+    let clock = teams_emulator::clock::Clock::manual(chrono::Utc::now());
+    start_full(auth, EmulatorConfig::default_tenant(), 200, true, clock).await
+}
+
 async fn start_configured(
+    auth: BotAuth,
+    config: EmulatorConfig,
+    bot_status: u16,
+    throttling: bool,
+) -> Env {
+    let clock = teams_emulator::clock::Clock::system();
+    start_full(auth, config, bot_status, throttling, clock).await
+}
+
+async fn start_full(
     auth: BotAuth,
     mut config: EmulatorConfig,
     bot_status: u16,
     throttling: bool,
+    clock: teams_emulator::clock::Clock,
 ) -> Env {
     let bot = fake_bot(bot_status).await;
     config.apply(&BotOverrides {
@@ -84,6 +102,7 @@ async fn start_configured(
         .config(config)
         .bot_auth(auth)
         .throttling(throttling)
+        .clock(clock)
         .start()
         .await
         .expect("start the emulator");

@@ -1,0 +1,144 @@
+//! Teams' throttling and injected faults, as a bot sees them over HTTP.
+
+mod support_connector;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use support_connector::*;
+use teams_emulator::BotAuth;
+
+const MEGAN: &str = "megan@contoso.onmicrosoft.com";
+
+async fn send(env: &Env, token: &str, conversation: &str, text: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(env.connector_url(&format!(
+            "conversations/{}/activities",
+            encode(conversation)
+        )))
+        .bearer_auth(token)
+        .json(&message(text))
+        .send()
+        .await
+        .expect("send")
+}
+
+#[tokio::test]
+async fn the_eighth_message_in_a_second_to_one_chat_is_throttled_with_retry_after() {
+    // The clock stands still, so every call falls in the same second however slow the machine.
+    let env = start_on_manual_clock(BotAuth::Signed).await;
+    env.install_for(MEGAN).await;
+    let token = env.bot_token().await;
+    let conversation = env.open_conversation(Some(&token), MEGAN).await;
+    let mut statuses = Vec::new();
+    let mut throttled = None;
+    for i in 0..8 {
+        let r = send(&env, &token, &conversation, &format!("burst {i}")).await;
+        statuses.push(r.status().as_u16());
+        if r.status() == 429 {
+            let retry_after = r
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let body: Value = r.json().await.expect("json");
+            throttled = Some((retry_after, body));
+        }
+    }
+    // Teams allows 7 sends or creates per second per bot per conversation; the create was one.
+    assert_eq!(&statuses[..6], &[201; 6], "{statuses:?}");
+    assert_eq!(statuses[6], 429, "{statuses:?}");
+    let (retry_after, body) = throttled.expect("a 429");
+    assert_eq!(body["error"]["code"], "Throttled", "{body}");
+    let secs: u64 = retry_after.expect("Retry-After").parse().expect("seconds");
+    assert_eq!(secs, 1);
+    // Once the clock has moved past the window, the chat takes messages again.
+    env.emu.clock().advance(chrono::Duration::seconds(2));
+    assert_eq!(
+        send(&env, &token, &conversation, "after the wait")
+            .await
+            .status(),
+        201
+    );
+    // Another user's chat is not affected.
+    env.install_for("adele@contoso.onmicrosoft.com").await;
+    let other = env
+        .open_conversation(Some(&token), "adele@contoso.onmicrosoft.com")
+        .await;
+    assert_eq!(send(&env, &token, &other, "hello").await.status(), 201);
+}
+
+#[tokio::test]
+async fn an_injected_fault_fires_then_an_early_retry_is_refused_and_recorded() {
+    let env = start(BotAuth::Signed).await;
+    env.install_for(MEGAN).await;
+    let token = env.bot_token().await;
+    let conversation = env.open_conversation(Some(&token), MEGAN).await;
+    let (status, _) = env
+        .call(
+            Method::POST,
+            &env.url("/_emulator/faults"),
+            None,
+            Some(json!({"operation": "send", "status": 429, "retry_after": 30, "times": 1, "about": env.chat_id(MEGAN)})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let first = send(&env, &token, &conversation, "first").await;
+    assert_eq!(first.status(), 429);
+    assert_eq!(
+        first
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("30")
+    );
+    // The bot did not wait: Teams throttles it again, and the emulator says so.
+    let early = send(&env, &token, &conversation, "too soon").await;
+    assert_eq!(early.status(), 429);
+    let (_, faults) = env
+        .call(Method::GET, &env.url("/_emulator/faults"), None, None)
+        .await;
+    assert_eq!(faults["faults"][0]["fired"], 1, "{faults}");
+    assert_eq!(
+        faults["earlyRetries"].as_array().map(Vec::len),
+        Some(1),
+        "{faults}"
+    );
+    assert!(
+        faults["earlyRetries"][0]["earlyByMs"]
+            .as_i64()
+            .is_some_and(|ms| ms > 25_000),
+        "{faults}"
+    );
+    // Faults of other kinds, or malformed ones, are refused with a reason.
+    for bad in [
+        json!({"operation": "send", "status": 200}),
+        json!({"operation": "fly", "status": 500}),
+        json!({"status": 500}),
+    ] {
+        let (status, body) = env
+            .call(Method::POST, &env.url("/_emulator/faults"), None, Some(bad))
+            .await;
+        assert_eq!(status, 400, "{body}");
+    }
+}
+
+#[tokio::test]
+async fn graph_install_faults_answer_in_graphs_envelope() {
+    let env = start(BotAuth::Signed).await;
+    let user = env.user_id(MEGAN).to_string();
+    env.call(
+        Method::POST,
+        &env.url("/_emulator/faults"),
+        None,
+        Some(json!({"operation": "graph_install", "status": 503, "retry_after": 1, "about": user})),
+    )
+    .await;
+    let token = env.app_token().await;
+    let (status, body) = env.install_for_with(MEGAN, &token).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "serviceNotAvailable", "{body}");
+    assert!(
+        body["error"]["innerError"]["request-id"].is_string(),
+        "{body}"
+    );
+}
