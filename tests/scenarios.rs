@@ -117,6 +117,16 @@ async fn failing_scenarios_report_what_was_expected_and_seen() {
     );
     assert!(t.contains("seen:     installationUpdate (add)"), "{t}");
 
+    let t = text(by_name("throttled Graph call"));
+    assert!(
+        t.contains("expected: every retry to wait for the Retry-After it was given"),
+        "{t}"
+    );
+    assert!(
+        t.contains("retried") && t.contains("ms before its Retry-After had passed"),
+        "{t}"
+    );
+
     // The JUnit report of these failures is well-formed XML with one failure per scenario.
     let xml = report::junit_xml(&results).expect("junit");
     let mut reader = quick_xml::Reader::from_reader(xml.as_slice());
@@ -149,6 +159,7 @@ async fn the_botbuilder_js_example_passes_the_docs_sample_scenario_unchanged() {
         &s,
         &RunOptions {
             bot_cmd: Some(command),
+            ..Default::default()
         },
     )
     .await;

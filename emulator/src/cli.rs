@@ -184,6 +184,7 @@ pub async fn run(args: RunArgs) -> ExitCode {
     );
     let options = run::RunOptions {
         bot_cmd: args.bot_cmd.clone(),
+        seed: args.seed,
     };
     let semaphore = std::sync::Arc::new(tokio::sync::Semaphore::new(args.jobs));
     let mut tasks = tokio::task::JoinSet::new();

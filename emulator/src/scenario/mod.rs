@@ -314,6 +314,27 @@ impl Checker<'_> {
                 self.query(q, step)
             }
             Step::ExpectActivity(a) => self.duration("within", &a.within),
+            Step::Fault(f) => {
+                let spec = crate::limits::FaultSpec {
+                    operation: f.operation,
+                    status: f.status,
+                    code: f.code.clone(),
+                    message: f.message.clone(),
+                    retry_after: f.retry_after,
+                    times: f.times,
+                    probability: f.probability,
+                    about: None,
+                };
+                spec.check()?;
+                match (&f.user, &f.team) {
+                    (Some(u), None) => self.user(u),
+                    (None, Some(t)) => self.team(t).map(|_| ()),
+                    (None, None) => Ok(()),
+                    (Some(_), Some(_)) => Err("give 'user' or 'team', not both".into()),
+                }
+            }
+            Step::ExpectFault(e) => self.duration("within", &e.within),
+            Step::ExpectRetriesHonoured(_) => Ok(()),
             Step::ExpectDelivery(d) => self.duration("within", &d.within),
         }
     }

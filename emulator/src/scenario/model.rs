@@ -57,7 +57,52 @@ pub struct BehaviourSpec {
     /// `always` (default), `first_install_only` or `never`: when the personal `conversationUpdate` comes.
     #[serde(default)]
     pub conversation_update: Option<ConversationUpdateMode>,
+    /// Teams' and Graph's throttling limits (default on).
+    #[serde(default)]
+    pub throttling: Option<bool>,
 }
+
+/// Makes the next matching calls fail: a Connector send (`send`), a roster read (`roster`), or
+/// a Graph call (`graph_read`, `graph_install`, `graph_uninstall`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultStep {
+    pub operation: crate::limits::Operation,
+    pub status: u16,
+    #[serde(default)]
+    pub code: Option<String>,
+    #[serde(default)]
+    pub message: Option<String>,
+    /// Seconds for `Retry-After`.
+    #[serde(default)]
+    pub retry_after: Option<u64>,
+    /// Fire on the next N matching calls (default 1).
+    #[serde(default)]
+    pub times: Option<u32>,
+    /// Or fire on each with this chance, drawn from the run's `--seed`.
+    #[serde(default)]
+    pub probability: Option<f64>,
+    /// Only calls about this user (their 1:1 chat, or Graph calls about them)…
+    #[serde(default)]
+    pub user: Option<String>,
+    /// …or this team's General channel.
+    #[serde(default)]
+    pub team: Option<String>,
+}
+
+/// The latest `fault` fired this many times (waits up to `within`, default 5s).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectFault {
+    pub fired: u32,
+    #[serde(default)]
+    pub within: Option<String>,
+}
+
+/// No call came back before the `Retry-After` it was given.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectRetriesHonoured {}
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -81,11 +126,14 @@ pub enum Step {
     CallBot(HttpStep),
     Graph(HttpStep),
     Wait(String),
+    Fault(FaultStep),
     ExpectActivity(ExpectActivity),
     ExpectMessage(MessageQuery),
     ExpectNoMessage(MessageQuery),
     ExpectCount(MessageQuery),
     ExpectDelivery(ExpectDelivery),
+    ExpectFault(ExpectFault),
+    ExpectRetriesHonoured(ExpectRetriesHonoured),
 }
 
 impl Step {
@@ -102,6 +150,9 @@ impl Step {
             Step::CallBot(_) => "call_bot",
             Step::Graph(_) => "graph",
             Step::Wait(_) => "wait",
+            Step::Fault(_) => "fault",
+            Step::ExpectFault(_) => "expect_fault",
+            Step::ExpectRetriesHonoured(_) => "expect_retries_honoured",
             Step::ExpectActivity(_) => "expect_activity",
             Step::ExpectMessage(_) => "expect_message",
             Step::ExpectNoMessage(_) => "expect_no_message",
@@ -120,6 +171,8 @@ impl Step {
                 | Step::ExpectNoMessage(_)
                 | Step::ExpectCount(_)
                 | Step::ExpectDelivery(_)
+                | Step::ExpectFault(_)
+                | Step::ExpectRetriesHonoured(_)
         )
     }
 }

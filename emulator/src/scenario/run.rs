@@ -24,6 +24,8 @@ use uuid::Uuid;
 pub struct RunOptions {
     /// Overrides every scenario's bot command.
     pub bot_cmd: Option<String>,
+    /// The seed of faults that fire by chance.
+    pub seed: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -113,6 +115,8 @@ pub async fn run_scenario(scenario: &Scenario, options: &RunOptions) -> Scenario
     let emulator = match Emulator::builder()
         .config(config)
         .bot_auth(auth)
+        .throttling(scenario.spec.behaviour.throttling.unwrap_or(true))
+        .seed(options.seed.unwrap_or(0))
         .start()
         .await
     {
@@ -859,6 +863,40 @@ impl<'a> Run<'a> {
                 })
                 .await
             }
+            Step::Fault(f) => self.fault(f),
+            Step::ExpectFault(e) => {
+                let within = self.within(&e.within)?;
+                let describe = format!("the latest fault to have fired {} time(s)", e.fired);
+                self.poll(within, &describe, |run| {
+                    let faults = run.emulator.state().limits.faults();
+                    let fired = faults.last().map(|f| f.fired);
+                    (
+                        fired == Some(e.fired),
+                        vec![format!("fired {} time(s)", fired.unwrap_or(0))],
+                    )
+                })
+                .await
+            }
+            Step::ExpectRetriesHonoured(_) => {
+                let early = self.emulator.state().limits.early_retries();
+                if early.is_empty() {
+                    Ok(())
+                } else {
+                    let seen = early
+                        .iter()
+                        .map(|e| {
+                            format!(
+                                "{:?} about {} retried {} ms before its Retry-After had passed",
+                                e.operation, e.about, e.early_by_ms
+                            )
+                        })
+                        .collect();
+                    Err(Failure::new(
+                        "every retry to wait for the Retry-After it was given",
+                        seen,
+                    ))
+                }
+            }
             Step::ExpectDelivery(d) => {
                 let within = d
                     .within
@@ -914,6 +952,63 @@ impl<'a> Run<'a> {
                 .await
             }
         }
+    }
+
+    fn within(&self, within: &Option<String>) -> Result<Duration, Failure> {
+        Ok(within
+            .as_deref()
+            .map(parse_duration)
+            .transpose()
+            .map_err(Failure::plain)?
+            .unwrap_or(Duration::from_secs(5)))
+    }
+
+    /// Queues a fault, naming what it is about as the limits know it.
+    fn fault(&mut self, f: &super::model::FaultStep) -> Result<(), Failure> {
+        use crate::limits::Operation;
+        let connector = matches!(f.operation, Operation::Send | Operation::Roster);
+        let about = {
+            let world = self.emulator.state().world();
+            let t = &world.tenants[0];
+            match (&f.user, &f.team) {
+                (Some(u), _) => {
+                    let user = t
+                        .user_by_handle(&self.text(u)?)
+                        .map_err(|e| Failure::plain(e.to_string()))?;
+                    Some(if connector {
+                        crate::ids::one_on_one_chat_id(self.bot.app_id, user.id)
+                    } else {
+                        user.id.to_string()
+                    })
+                }
+                (None, Some(team)) => {
+                    let team = t
+                        .team_by_handle(&self.text(team)?)
+                        .map_err(|e| Failure::plain(e.to_string()))?;
+                    Some(if connector {
+                        team.thread_id.clone()
+                    } else {
+                        team.id.to_string()
+                    })
+                }
+                (None, None) => None,
+            }
+        };
+        let spec = crate::limits::FaultSpec {
+            operation: f.operation,
+            status: f.status,
+            code: f.code.clone(),
+            message: f.message.clone(),
+            retry_after: f.retry_after,
+            times: f.times,
+            probability: f.probability,
+            about,
+        };
+        self.emulator
+            .state()
+            .limits
+            .add_fault(spec)
+            .map_err(Failure::plain)
     }
 
     async fn control(
