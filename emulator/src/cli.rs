@@ -188,13 +188,20 @@ pub async fn run(args: RunArgs) -> ExitCode {
     };
     let semaphore = std::sync::Arc::new(tokio::sync::Semaphore::new(args.jobs));
     let mut tasks = tokio::task::JoinSet::new();
+    // A task that panics still has a result: which scenario it was.
+    let mut names = std::collections::HashMap::new();
     for (i, scenario) in scenarios.into_iter().enumerate() {
         let options = options.clone();
         let semaphore = semaphore.clone();
-        tasks.spawn(async move {
+        let name = (
+            scenario.spec.name.clone(),
+            scenario.file.display().to_string(),
+        );
+        let handle = tasks.spawn(async move {
             let _permit = semaphore.acquire_owned().await;
             (i, run::run_scenario(&scenario, &options).await)
         });
+        names.insert(handle.id(), (i, name));
     }
     let mut results = Vec::new();
     let all = async {
@@ -204,7 +211,19 @@ pub async fn run(args: RunArgs) -> ExitCode {
                     print!("{}", report::scenario_text(&r, style));
                     results.push((i, r));
                 }
-                Err(e) => eprintln!("error: a scenario task failed: {e}"),
+                Err(e) if e.is_panic() => {
+                    let Some((i, (name, file))) = names.get(&e.id()).cloned() else {
+                        continue;
+                    };
+                    let r = run::ScenarioResult::broken(
+                        name,
+                        file,
+                        format!("the runner failed on this scenario: {e}"),
+                    );
+                    print!("{}", report::scenario_text(&r, style));
+                    results.push((i, r));
+                }
+                Err(_) => {}
             }
         }
     };

@@ -140,9 +140,13 @@ pub fn enqueue(state: &AppState, bot: Uuid, endpoint: Option<String>, mut activi
     let mut queues = d.queues.lock().unwrap_or_else(|e| e.into_inner());
     let sender = queues.entry(bot).or_insert_with(|| {
         let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
-        let state = state.clone();
+        // The worker must not keep the emulator alive: its queue lives in the state it serves.
+        let weak = state.downgrade();
         tokio::spawn(async move {
             while let Some(job) = rx.recv().await {
+                let Some(state) = AppState::upgrade(&weak) else {
+                    break;
+                };
                 let record = send(&state, job).await;
                 log_outcome(&record);
                 state

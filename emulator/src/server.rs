@@ -67,6 +67,15 @@ impl AppState {
         }))
     }
 
+    /// A handle that does not keep the state alive (for tasks the state itself owns).
+    pub fn downgrade(&self) -> std::sync::Weak<Shared> {
+        Arc::downgrade(&self.0)
+    }
+
+    pub fn upgrade(weak: &std::sync::Weak<Shared>) -> Option<Self> {
+        weak.upgrade().map(Self)
+    }
+
     /// The state, locked. Held only for synchronous work: never across an `.await`.
     pub fn world(&self) -> MutexGuard<'_, World> {
         // A panic while holding the lock leaves consistent data (every change is one step), so

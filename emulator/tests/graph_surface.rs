@@ -254,7 +254,7 @@ async fn every_answer_carries_request_ids_and_errors_carry_inner_error() {
 }
 
 #[tokio::test]
-async fn unemulated_routes_are_501_and_wrong_methods_405() {
+async fn unemulated_routes_and_methods_are_501() {
     let emu = start().await;
     let token = bot_graph_token(&emu).await;
     let graph = emu.graph_url();
@@ -295,7 +295,7 @@ async fn unemulated_routes_are_501_and_wrong_methods_405() {
             None,
         )
         .await;
-        answer.expect_graph_error(405, "MethodNotAllowed");
+        answer.expect_graph_error(501, "NotSupportedByEmulator");
     }
 }
 

@@ -61,6 +61,8 @@ pub fn router() -> Router<AppState> {
         .merge(chats::router())
         .merge(messages::router())
         .fallback(not_emulated)
+        // A method Graph has on a path the emulator serves, but not emulated: say so, as for routes.
+        .method_not_allowed_fallback(not_emulated)
         .layer(middleware::from_fn(graph_envelope))
 }
 

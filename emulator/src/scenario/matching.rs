@@ -34,9 +34,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-/// `expected` is contained in `actual`: objects by key, arrays by some element each, scalars equal.
+/// `expected` is contained in `actual`: objects by key, arrays by some element each, scalars
+/// equal. An empty expected array means an empty array: `value: []` asks for "none".
 pub fn partial_match(expected: &Value, actual: &Value) -> bool {
     match (expected, actual) {
+        (Value::Array(e), Value::Array(a)) if e.is_empty() => a.is_empty(),
         (Value::Object(e), Value::Object(a)) => e
             .iter()
             .all(|(k, ev)| a.get(k).is_some_and(|av| partial_match(ev, av))),
@@ -215,6 +217,11 @@ mod tests {
             &actual
         ));
         assert!(!partial_match(&json!({"missing": null}), &actual));
+        assert!(
+            !partial_match(&json!({"membersAdded": []}), &actual),
+            "[] means none"
+        );
+        assert!(partial_match(&json!({"value": []}), &json!({"value": []})));
     }
 
     #[test]

@@ -162,7 +162,13 @@ impl Step {
     }
 
     /// Acts change the world; each one opens a new window that later expectations look at.
+    /// A GET only looks, so it opens none.
     pub fn is_act(&self) -> bool {
+        if let Step::CallBot(h) | Step::Graph(h) = self
+            && h.method.eq_ignore_ascii_case("GET")
+        {
+            return false;
+        }
         !matches!(
             self,
             Step::Wait(_)

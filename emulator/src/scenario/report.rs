@@ -127,7 +127,15 @@ pub fn summary_line(results: &[ScenarioResult]) -> String {
 }
 
 fn failure_text(r: &ScenarioResult) -> String {
-    scenario_text(r, Style { colour: false })
+    xml_safe(&scenario_text(r, Style { colour: false }))
+}
+
+/// XML 1.0 allows no control characters but tab, newline and carriage return; a bot's coloured
+/// output has escapes that CI systems would refuse the whole report for.
+fn xml_safe(s: &str) -> String {
+    s.chars()
+        .filter(|c| !c.is_control() || matches!(c, '\t' | '\n' | '\r'))
+        .collect()
 }
 
 /// JUnit XML: one `testsuite`, one `testcase` per scenario.
@@ -135,13 +143,12 @@ pub fn junit_xml(results: &[ScenarioResult]) -> io::Result<Vec<u8>> {
     let mut w = Writer::new_with_indent(Vec::new(), b' ', 2);
     let failures = results.iter().filter(|r| !r.passed()).count();
     let total: f64 = results.iter().map(|r| r.duration.as_secs_f64()).sum();
-    let err = |e: quick_xml::Error| io::Error::other(e.to_string());
     w.write_event(Event::Decl(quick_xml::events::BytesDecl::new(
         "1.0",
         Some("UTF-8"),
         None,
     )))
-    .map_err(|e| io::Error::other(e.to_string()))?;
+    .map_err(err_io)?;
     let mut suites = BytesStart::new("testsuites");
     suites.push_attribute(("name", "teams-emulator"));
     suites.push_attribute(("tests", results.len().to_string().as_str()));
@@ -178,7 +185,8 @@ pub fn junit_xml(results: &[ScenarioResult]) -> io::Result<Vec<u8>> {
                 })
                 .unwrap_or_default();
             let mut failure = BytesStart::new("failure");
-            failure.push_attribute(("message", message.lines().next().unwrap_or_default()));
+            let message = xml_safe(message.lines().next().unwrap_or_default());
+            failure.push_attribute(("message", message.as_str()));
             failure.push_attribute(("type", "ScenarioFailed"));
             w.write_event(Event::Start(failure)).map_err(err_io)?;
             w.write_event(Event::Text(BytesText::new(&failure_text(r))))
@@ -190,7 +198,7 @@ pub fn junit_xml(results: &[ScenarioResult]) -> io::Result<Vec<u8>> {
             w.write_event(Event::Start(BytesStart::new("system-out")))
                 .map_err(err_io)?;
             w.write_event(Event::CData(BytesCData::new(
-                r.bot_output.replace("]]>", "]] >"),
+                xml_safe(&r.bot_output).replace("]]>", "]] >"),
             )))
             .map_err(err_io)?;
             w.write_event(Event::End(BytesEnd::new("system-out")))
@@ -203,7 +211,6 @@ pub fn junit_xml(results: &[ScenarioResult]) -> io::Result<Vec<u8>> {
         .map_err(err_io)?;
     w.write_event(Event::End(BytesEnd::new("testsuites")))
         .map_err(err_io)?;
-    let _ = err;
     let mut bytes = w.into_inner();
     bytes.push(b'\n');
     Ok(bytes)

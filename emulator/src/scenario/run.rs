@@ -79,6 +79,19 @@ pub struct ScenarioResult {
 }
 
 impl ScenarioResult {
+    /// A scenario that could not run at all.
+    pub fn broken(name: String, file: String, error: String) -> Self {
+        Self {
+            name,
+            file,
+            duration: Duration::ZERO,
+            error: Some(error),
+            steps: vec![],
+            transcript: vec![],
+            bot_output: String::new(),
+        }
+    }
+
     pub fn passed(&self) -> bool {
         self.error.is_none()
             && self
@@ -190,6 +203,8 @@ enum BotKind {
     Reference(proactive_bot::BotHandle),
     Command {
         child: tokio::process::Child,
+        /// The command's process group, which outlives `sh` when it started children.
+        group: Option<i32>,
         output: Arc<Mutex<Vec<u8>>>,
     },
     Stopped,
@@ -198,15 +213,17 @@ enum BotKind {
 impl Drop for BotUnderTest {
     /// A run cut short (Ctrl-C) still stops the bot command and everything it started.
     fn drop(&mut self) {
-        if let BotKind::Command { child, .. } = &mut self.kind
-            && let Ok(None) = child.try_wait()
-        {
-            signal_group(child, Signal::Kill);
+        if let BotKind::Command { group, .. } = &self.kind {
+            signal_group(*group, Signal::Kill);
         }
     }
 }
 
 const OUTPUT_TAIL: usize = 16 * 1024;
+/// How often expectations look again.
+const POLL_EVERY: Duration = Duration::from_millis(50);
+/// How long a count must hold before `expect_count` believes it.
+const QUIET_PERIOD: Duration = Duration::from_millis(500);
 
 impl BotUnderTest {
     async fn start(
@@ -343,6 +360,8 @@ impl BotUnderTest {
         let mut child = command
             .spawn()
             .map_err(|e| format!("the bot command '{cmd}' could not start: {e}"))?;
+        // process_group(0) made the child the leader of a group with its own pid.
+        let group = child.id().and_then(|p| i32::try_from(p).ok());
         let output = Arc::new(Mutex::new(Vec::new()));
         for stream in [
             child
@@ -380,6 +399,7 @@ impl BotUnderTest {
                 break;
             }
             if let Ok(Some(status)) = child.try_wait() {
+                signal_group(group, Signal::Kill);
                 let out =
                     String::from_utf8_lossy(&output.lock().unwrap_or_else(|e| e.into_inner()))
                         .into_owned();
@@ -391,19 +411,23 @@ impl BotUnderTest {
                 let out =
                     String::from_utf8_lossy(&output.lock().unwrap_or_else(|e| e.into_inner()))
                         .into_owned();
-                terminate(&mut child).await;
+                terminate(&mut child, group).await;
                 return Err(format!(
                     "the bot command '{cmd}' did not accept connections on port {port} within {ready_timeout:?}:\n{out}"
                 ));
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(POLL_EVERY).await;
         }
         Ok(Self {
             url,
             endpoint,
             app_id,
             port,
-            kind: BotKind::Command { child, output },
+            kind: BotKind::Command {
+                child,
+                group,
+                output,
+            },
             _data_dir: None,
         })
     }
@@ -416,8 +440,12 @@ impl BotUnderTest {
                 let _ = handle.shutdown().await;
                 String::new()
             }
-            BotKind::Command { mut child, output } => {
-                terminate(&mut child).await;
+            BotKind::Command {
+                mut child,
+                group,
+                output,
+            } => {
+                terminate(&mut child, group).await;
                 let out = output.lock().unwrap_or_else(|e| e.into_inner());
                 let start = out.len().saturating_sub(OUTPUT_TAIL);
                 String::from_utf8_lossy(&out[start..]).into_owned()
@@ -434,39 +462,27 @@ enum Signal {
 }
 
 /// Signals the bot command's process group (it runs in its own), so what it started stops too.
-fn signal_group(child: &tokio::process::Child, signal: Signal) {
+fn signal_group(group: Option<i32>, signal: Signal) {
     #[cfg(unix)]
-    if let Some(pid) = child
-        .id()
-        .and_then(|p| i32::try_from(p).ok())
-        .filter(|p| *p > 1)
-    {
+    if let Some(pgid) = group.filter(|p| *p > 1) {
         let sig = match signal {
             Signal::Term => libc::SIGTERM,
             Signal::Kill => libc::SIGKILL,
         };
-        // SAFETY: killpg only sends a signal; the group is the child's own (process_group(0)).
+        // SAFETY: killpg only sends a signal; the group is the command's own (process_group(0)).
         unsafe {
-            libc::killpg(pid, sig);
+            libc::killpg(pgid, sig);
         }
     }
     #[cfg(not(unix))]
-    let _ = (child, signal);
+    let _ = (group, signal);
 }
 
-/// Asks the bot command to stop, then makes it.
-async fn terminate(child: &mut tokio::process::Child) {
-    if let Ok(Some(_)) = child.try_wait() {
-        return;
-    }
-    signal_group(child, Signal::Term);
-    if tokio::time::timeout(Duration::from_secs(3), child.wait())
-        .await
-        .is_ok()
-    {
-        return;
-    }
-    signal_group(child, Signal::Kill);
+/// Asks the bot command to stop, gives it a moment, then stops whatever is left of its group.
+async fn terminate(child: &mut tokio::process::Child, group: Option<i32>) {
+    signal_group(group, Signal::Term);
+    let _ = tokio::time::timeout(Duration::from_secs(3), child.wait()).await;
+    signal_group(group, Signal::Kill);
     let _ = child.kill().await;
 }
 
@@ -817,13 +833,7 @@ impl<'a> Run<'a> {
             Step::ExpectNoMessage(q) => self.expect_no_message(q).await,
             Step::ExpectCount(q) => self.expect_count(q).await,
             Step::ExpectActivity(a) => {
-                let within = a
-                    .within
-                    .as_deref()
-                    .map(parse_duration)
-                    .transpose()
-                    .map_err(Failure::plain)?
-                    .unwrap_or(Duration::from_secs(5));
+                let within = self.within(&a.within)?;
                 let expected = match &a.matching {
                     Some(m) => Some(interpolate_value(m, &self.context).map_err(Failure::plain)?),
                     None => None,
@@ -847,19 +857,29 @@ impl<'a> Run<'a> {
                 self.poll(within, &describe, |run| {
                     let records = run.emulator.state().delivery.records();
                     let window: Vec<_> = records.iter().filter(|r| r.seq > since).collect();
+                    // Delivered means the bot took it (2xx): one it refused did not arrive.
                     let found = window.iter().any(|r| {
-                        a.kind.as_ref().is_none_or(|k| &r.activity_type == k)
+                        r.ok && a.kind.as_ref().is_none_or(|k| &r.activity_type == k)
                             && expected
                                 .as_ref()
                                 .is_none_or(|m| partial_match(m, &r.activity))
                     });
-                    (
-                        found,
-                        window
-                            .iter()
-                            .map(|r| summarize_activity(&r.activity))
-                            .collect(),
-                    )
+                    let seen = window
+                        .iter()
+                        .map(|r| match (r.ok, r.status) {
+                            (true, _) => summarize_activity(&r.activity),
+                            (false, Some(status)) => format!(
+                                "{} (the bot answered {status})",
+                                summarize_activity(&r.activity)
+                            ),
+                            (false, None) => format!(
+                                "{} (not delivered: {})",
+                                summarize_activity(&r.activity),
+                                r.error.clone().unwrap_or_default()
+                            ),
+                        })
+                        .collect();
+                    (found, seen)
                 })
                 .await
             }
@@ -898,13 +918,7 @@ impl<'a> Run<'a> {
                 }
             }
             Step::ExpectDelivery(d) => {
-                let within = d
-                    .within
-                    .as_deref()
-                    .map(parse_duration)
-                    .transpose()
-                    .map_err(Failure::plain)?
-                    .unwrap_or(Duration::from_secs(5));
+                let within = self.within(&d.within)?;
                 let describe = format!(
                     "a delivery{}{}{}",
                     d.kind
@@ -1071,9 +1085,17 @@ impl<'a> Run<'a> {
                 .await?
         } else {
             let filter = format!("{collection}?$filter=teamsApp/id%20eq%20'{catalog}'");
-            let (_, list) = self
+            let (listed, list) = self
                 .call("GET", &filter, Some(token.clone()), None, timeout)
                 .await?;
+            if listed != 200 {
+                // the lookup itself failed (401, 403, …): say so, not "not installed"
+                self.set_last(json!({"status": listed, "body": list}));
+                return Err(Failure::new(
+                    format!("Graph to list the installations of {what} before uninstalling"),
+                    vec![format!("{listed} {list}")],
+                ));
+            }
             match list["value"][0]["id"].as_str() {
                 Some(installation) => {
                     self.call(
@@ -1316,13 +1338,7 @@ impl<'a> Run<'a> {
     }
 
     async fn expect_message(&mut self, q: &MessageQuery) -> Result<(), Failure> {
-        let within = q
-            .within
-            .as_deref()
-            .map(parse_duration)
-            .transpose()
-            .map_err(Failure::plain)?
-            .unwrap_or(Duration::from_secs(5));
+        let within = self.within(&q.within)?;
         let (_, label) = self.conversation(q)?;
         let describe = format!(
             "a bot message in {label}{} within {within:?}",
@@ -1365,18 +1381,14 @@ impl<'a> Run<'a> {
             if Instant::now() >= deadline {
                 return Ok(());
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(POLL_EVERY).await;
         }
     }
 
+    /// Waits for the count, then for it to stay put a moment: a duplicate often comes right after.
     async fn expect_count(&mut self, q: &MessageQuery) -> Result<(), Failure> {
-        let within = q
-            .within
-            .as_deref()
-            .map(parse_duration)
-            .transpose()
-            .map_err(Failure::plain)?
-            .unwrap_or(Duration::from_secs(5));
+        let within = self.within(&q.within)?;
+        let quiet = within.min(QUIET_PERIOD);
         let wanted = q.messages.unwrap_or(0);
         let (_, label) = self.conversation(q)?;
         let describe = format!(
@@ -1384,29 +1396,28 @@ impl<'a> Run<'a> {
             Self::describe(q)
         );
         let deadline = Instant::now() + within;
+        let mut reached: Option<Instant> = None;
         loop {
             let (conversation, _) = self.conversation(q)?;
             let (n, seen) = self.bot_messages(q, &conversation)?;
             if n > wanted {
                 return Err(Failure::new(format!("{describe}, but there are {n}"), seen));
             }
-            if n == wanted {
-                // settle: more may still be on the way
-                if self.emulator.state().delivery.pending() == 0 {
+            if n == wanted && self.emulator.state().delivery.pending() == 0 {
+                let since = *reached.get_or_insert_with(Instant::now);
+                if since.elapsed() >= quiet {
                     return Ok(());
                 }
+            } else {
+                reached = None;
             }
-            if Instant::now() >= deadline {
-                return if n == wanted {
-                    Ok(())
-                } else {
-                    Err(Failure::new(
-                        format!("{describe} within {within:?}, but there are {n}"),
-                        seen,
-                    ))
-                };
+            if Instant::now() >= deadline + quiet {
+                return Err(Failure::new(
+                    format!("{describe} within {within:?}, but there are {n}"),
+                    seen,
+                ));
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(POLL_EVERY).await;
         }
     }
 
@@ -1426,7 +1437,7 @@ impl<'a> Run<'a> {
             if Instant::now() >= deadline {
                 return Err(Failure::new(describe, seen));
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(POLL_EVERY).await;
         }
     }
 }
