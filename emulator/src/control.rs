@@ -27,6 +27,7 @@ pub fn router() -> Router<AppState> {
             "/faults",
             get(list_faults).post(add_fault).delete(clear_faults),
         )
+        .route("/reset", post(reset))
         .route("/users/{user}/messages", post(user_writes_to_bot))
         .route("/users/{user}/block", post(block_bot).delete(unblock_bot))
         .route(
@@ -87,6 +88,12 @@ async fn add_fault(State(state): State<AppState>, body: Bytes) -> Result<Respons
         .add_fault(spec)
         .map_err(GraphError::bad_request)?;
     Ok(StatusCode::CREATED.into_response())
+}
+
+/// Back to the configured tenants, with nothing installed, sent or recorded.
+async fn reset(State(state): State<AppState>) -> StatusCode {
+    state.reset();
+    StatusCode::NO_CONTENT
 }
 
 async fn list_faults(State(state): State<AppState>) -> axum::Json<Value> {

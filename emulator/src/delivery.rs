@@ -96,6 +96,18 @@ impl Deliveries {
             .push(activity);
     }
 
+    /// Forgets outcomes and the transcript (activities still queued are delivered).
+    pub fn clear(&self) {
+        self.records
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        self.transcript
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
     /// The sequence number of the latest queued activity (0 before any).
     pub fn last_seq(&self) -> usize {
         self.next_seq.load(Ordering::SeqCst)

@@ -237,6 +237,20 @@ impl Limits {
         outcome
     }
 
+    /// Forgets every count, wait, early retry and fault.
+    pub fn reset(&self) {
+        self.events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        self.not_before
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        self.early.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.clear_faults();
+    }
+
     pub fn clear_faults(&self) {
         self.faults
             .lock()

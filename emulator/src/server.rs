@@ -37,6 +37,8 @@ pub struct Shared {
     pub delivery: delivery::Deliveries,
     /// Throttling and injected faults.
     pub limits: crate::limits::Limits,
+    /// What the emulator started from, for `/_emulator/reset`.
+    initial: OnceLock<EmulatorConfig>,
 }
 
 impl std::ops::Deref for AppState {
@@ -64,7 +66,34 @@ impl AppState {
             base_url: OnceLock::new(),
             delivery: delivery::Deliveries::default(),
             limits,
+            initial: OnceLock::new(),
         }))
+    }
+
+    /// Back to the state the emulator started in: its tenants as configured (bots keep the
+    /// endpoints they were pointed at), no installations, chats, deliveries, transcript or faults.
+    pub fn reset(&self) {
+        if let Some(config) = self.0.initial.get() {
+            let mut world = self.world();
+            let endpoints: Vec<(uuid::Uuid, Option<String>)> = world
+                .tenants
+                .iter()
+                .flat_map(|t| {
+                    t.registrations
+                        .iter()
+                        .map(|r| (r.client_id, r.messaging_endpoint.clone()))
+                })
+                .collect();
+            let fresh = config.build_world(world.clock.clone());
+            *world = fresh;
+            for (client_id, endpoint) in endpoints {
+                if let Some(endpoint) = endpoint {
+                    world.set_messaging_endpoint(client_id, &endpoint);
+                }
+            }
+        }
+        self.delivery.clear();
+        self.limits.reset();
     }
 
     /// A handle that does not keep the state alive (for tasks the state itself owns).
@@ -185,6 +214,7 @@ impl EmulatorBuilder {
         let listener = TcpListener::bind(self.listen).await?;
         let addr = listener.local_addr()?;
         let world = self.config.build_world(self.clock.clone());
+        let initial = self.config.clone();
         let state = AppState::with_limits(
             world,
             self.key.unwrap_or_else(SigningKey::embedded),
@@ -192,6 +222,7 @@ impl EmulatorBuilder {
             crate::limits::Limits::new(self.throttling, self.seed),
         );
         let _ = state.0.base_url.set(format!("http://{addr}"));
+        let _ = state.0.initial.set(initial);
         let app = router(state.clone());
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {

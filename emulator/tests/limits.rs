@@ -142,3 +142,42 @@ async fn graph_install_faults_answer_in_graphs_envelope() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn reset_forgets_installs_messages_deliveries_and_faults() {
+    let env = start(BotAuth::Signed).await;
+    env.install_for(MEGAN).await;
+    env.wait_for_activities(2).await;
+    env.call(
+        Method::POST,
+        &env.url("/_emulator/faults"),
+        None,
+        Some(json!({"operation": "send", "status": 503})),
+    )
+    .await;
+    let (status, _) = env
+        .call(Method::POST, &env.url("/_emulator/reset"), None, None)
+        .await;
+    assert_eq!(status, 204);
+    let (_, deliveries) = env
+        .call(Method::GET, &env.url("/_emulator/deliveries"), None, None)
+        .await;
+    assert_eq!(deliveries["value"], json!([]), "{deliveries}");
+    let (_, transcript) = env
+        .call(Method::GET, &env.url("/_emulator/transcript"), None, None)
+        .await;
+    assert_eq!(transcript, json!([]));
+    let (_, faults) = env
+        .call(Method::GET, &env.url("/_emulator/faults"), None, None)
+        .await;
+    assert_eq!(faults["faults"], json!([]));
+    // Nothing is installed any more, and an install delivers to the same bot again.
+    let token = env.app_token().await;
+    let path = format!("/v1.0/users/{MEGAN}/teamwork/installedApps");
+    let (_, list) = env
+        .call(Method::GET, &env.url(&path), Some(&token), None)
+        .await;
+    assert_eq!(list["value"], json!([]), "{list}");
+    env.install_for(MEGAN).await;
+    env.wait_for_activities(4).await;
+}

@@ -156,10 +156,7 @@ fn issue_token_inner(
     let authority = if tenant_segment.eq_ignore_ascii_case("botframework.com") {
         Authority::BotFramework
     } else {
-        let found = world.tenants.iter().find(|t| {
-            t.id.to_string().eq_ignore_ascii_case(tenant_segment)
-                || t.domain.eq_ignore_ascii_case(tenant_segment)
-        });
+        let found = world.tenant_by_name(tenant_segment);
         Authority::Tenant(found.ok_or_else(|| {
             OAuthError::new(S::BAD_REQUEST, "invalid_request", 90002, format!("Tenant '{tenant_segment}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud."))
         })?)
@@ -290,14 +287,7 @@ fn tenant_for_discovery(state: &AppState, segment: &str) -> Option<Uuid> {
     {
         return Some(BOT_FRAMEWORK_TENANT);
     }
-    state
-        .world()
-        .tenants
-        .iter()
-        .find(|t| {
-            t.id.to_string().eq_ignore_ascii_case(segment) || t.domain.eq_ignore_ascii_case(segment)
-        })
-        .map(|t| t.id)
+    state.world().tenant_by_name(segment).map(|t| t.id)
 }
 
 async fn entra_openid_configuration(
@@ -316,7 +306,7 @@ async fn entra_openid_configuration(
     let base = state.base_url();
     axum::Json(json!({
         "token_endpoint": format!("{base}/{tenant}/oauth2/v2.0/token"),
-        "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
+        "token_endpoint_auth_methods_supported": ["client_secret_post"],
         "jwks_uri": format!("{base}/{tenant}/discovery/v2.0/keys"),
         "response_modes_supported": ["query", "fragment", "form_post"],
         "subject_types_supported": ["pairwise"],

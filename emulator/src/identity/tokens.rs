@@ -182,10 +182,11 @@ pub fn validate_bearer(
         .map(str::trim)
         .filter(|h| !h.is_empty())
         .ok_or(TokenProblem::Missing)?;
+    // The scheme is case-insensitive (RFC 7235).
     let token = header
-        .strip_prefix("Bearer ")
-        .or_else(|| header.strip_prefix("bearer "))
-        .map(str::trim)
+        .split_once(' ')
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
         .ok_or(TokenProblem::Malformed)?;
     if token.is_empty() || token == "null" || token == "undefined" {
         return Err(TokenProblem::Missing);

@@ -282,6 +282,13 @@ impl World {
         self.tenants.iter().find(|t| t.id == id)
     }
 
+    /// A tenant as a login URL or a person names it: its id or a verified domain.
+    pub fn tenant_by_name(&self, name: &str) -> Option<&Tenant> {
+        self.tenants.iter().find(|t| {
+            t.id.to_string().eq_ignore_ascii_case(name) || t.domain.eq_ignore_ascii_case(name)
+        })
+    }
+
     pub fn tenant_mut(&mut self, id: Uuid) -> Option<&mut Tenant> {
         self.tenants.iter_mut().find(|t| t.id == id)
     }
