@@ -2,7 +2,7 @@
 //! `GET /chats/{id}/messages`, plus the `chatMessage` shape shared with channel messages.
 
 use super::odata::EntitySet;
-use super::{GraphError, authenticate, collection, entity};
+use super::{GraphError, authenticate, collection, collection_of, entity};
 use crate::server::AppState;
 use crate::tenant::{Chat, Message, Participant, Tenant, permissions};
 use axum::Router;
@@ -247,24 +247,17 @@ async fn list_chat_messages(
     headers: HeaderMap,
 ) -> Result<Response, GraphError> {
     let caller = authenticate(&state, &headers)?;
-    let (items, chat_id) = {
-        let world = state.world();
-        let tenant = world.tenant_of(&caller)?;
-        let chat = tenant.readable_chat(&caller, &chat, &permissions::READ_CHAT_MESSAGES)?;
-        // Graph lists the newest message first.
-        let items: Vec<Value> = chat
-            .messages
-            .iter()
-            .rev()
-            .map(|m| message_json(tenant, m, Some(&chat.id), None))
-            .collect();
-        (items, chat.id.clone())
-    };
-    collection(
+    let world = state.world();
+    let tenant = world.tenant_of(&caller)?;
+    let chat = tenant.readable_chat(&caller, &chat, &permissions::READ_CHAT_MESSAGES)?;
+    // Graph lists the newest message first.
+    let newest_first: Vec<&crate::tenant::Message> = chat.messages.iter().rev().collect();
+    collection_of(
         &state,
         &uri,
         &CHAT_MESSAGES,
-        &format!("chats('{chat_id}')/messages"),
-        items,
+        &format!("chats('{}')/messages", chat.id),
+        &newest_first,
+        |m| message_json(tenant, m, Some(&chat.id), None),
     )
 }

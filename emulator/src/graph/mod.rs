@@ -167,8 +167,20 @@ pub fn collection(
     fragment: &str,
     items: Vec<Value>,
 ) -> Result<Response, GraphError> {
+    collection_of(state, uri, set, fragment, &items, Value::clone)
+}
+
+/// [`collection`] rendering only what the page needs (see [`QueryOptions::page_of`]).
+pub fn collection_of<T>(
+    state: &AppState,
+    uri: &axum::http::Uri,
+    set: &EntitySet,
+    fragment: &str,
+    items: &[T],
+    to_json: impl Fn(&T) -> Value,
+) -> Result<Response, GraphError> {
     let query = QueryOptions::parse(uri.query())?;
-    let (page, next) = query.page(set, items)?;
+    let (page, next) = query.page_of(set, items, to_json)?;
     let version = ApiVersion::of(uri);
     let mut body = Map::new();
     body.insert(

@@ -179,18 +179,52 @@ impl QueryOptions {
         set: &EntitySet,
         items: Vec<Value>,
     ) -> Result<(Vec<Value>, Option<String>), GraphError> {
+        self.page_of(set, &items, Value::clone)
+    }
+
+    /// [`QueryOptions::page`] over any entities: only a filter needs every entity's JSON, so
+    /// without one only the page is rendered (paging a 100,000-user tenant stays linear).
+    pub fn page_of<T>(
+        &self,
+        set: &EntitySet,
+        items: &[T],
+        to_json: impl Fn(&T) -> Value,
+    ) -> Result<(Vec<Value>, Option<String>), GraphError> {
         self.check(set)?;
-        let matching: Vec<Value> = match &self.filter {
-            Some(f) => items.into_iter().filter(|i| f.matches(i)).collect(),
-            None => items,
-        };
         let size = self.top.unwrap_or(set.page_size).max(1);
-        let end = self.skip.saturating_add(size).min(matching.len());
-        let start = self.skip.min(end);
-        let next = (end < matching.len()).then(|| URL_SAFE_NO_PAD.encode(format!("skip:{end}")));
-        let page = matching[start..end]
-            .iter()
-            .cloned()
+        let (rendered, total): (Vec<Value>, usize) = match &self.filter {
+            Some(f) => {
+                let matching: Vec<Value> = items
+                    .iter()
+                    .map(&to_json)
+                    .filter(|v| f.matches(v))
+                    .collect();
+                let total = matching.len();
+                let end = self.skip.saturating_add(size).min(total);
+                (
+                    matching
+                        .into_iter()
+                        .take(end)
+                        .skip(self.skip.min(end))
+                        .collect(),
+                    total,
+                )
+            }
+            None => {
+                let end = self.skip.saturating_add(size).min(items.len());
+                (
+                    items[self.skip.min(end)..end]
+                        .iter()
+                        .map(&to_json)
+                        .collect(),
+                    items.len(),
+                )
+            }
+        };
+        let end = self.skip.saturating_add(size).min(total);
+        let next = (end < total).then(|| URL_SAFE_NO_PAD.encode(format!("skip:{end}")));
+        let page = rendered
+            .into_iter()
             .map(|e| self.shape(set, e))
             .collect::<Result<_, _>>()?;
         Ok((page, next))

@@ -1,7 +1,7 @@
 //! `GET /users`, `GET /users/{id | userPrincipalName}`.
 
 use super::odata::EntitySet;
-use super::{GraphError, authenticate, collection, entity};
+use super::{GraphError, authenticate, collection_of, entity};
 use crate::server::AppState;
 use crate::tenant::{TenantError, User, permissions};
 use axum::extract::{OriginalUri, Path, State};
@@ -55,16 +55,9 @@ async fn list_users(
 ) -> Result<Response, GraphError> {
     let caller = authenticate(&state, &headers)?;
     caller.authorize(&permissions::READ_USERS)?;
-    let items = {
-        let world = state.world();
-        world
-            .tenant_of(&caller)?
-            .users
-            .iter()
-            .map(user_json)
-            .collect()
-    };
-    collection(&state, &uri, &USERS, "users", items)
+    let world = state.world();
+    let users = &world.tenant_of(&caller)?.users;
+    collection_of(&state, &uri, &USERS, "users", users, user_json)
 }
 
 async fn get_user(
