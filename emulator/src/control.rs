@@ -71,6 +71,19 @@ fn object(body: &Bytes) -> Result<Value, GraphError> {
         .ok_or_else(|| GraphError::bad_request("The body must be a JSON object."))
 }
 
+/// The bot a request names (`"bot": "<app id>"` or `28:<app id>`), else the tenant's first bot.
+fn named_bot(tenant: &Tenant, body: &Value) -> Result<Uuid, GraphError> {
+    match body.get("bot").and_then(Value::as_str) {
+        Some(b) => Uuid::parse_str(b.strip_prefix("28:").unwrap_or(b))
+            .map_err(|_| GraphError::bad_request(format!("'bot' '{b}' is not an app id."))),
+        None => tenant
+            .catalog
+            .iter()
+            .find_map(|a| a.bot_id)
+            .ok_or_else(|| GraphError::not_found("The tenant has no bot.")),
+    }
+}
+
 async fn health(State(state): State<AppState>) -> axum::Json<Value> {
     let world = state.world();
     axum::Json(json!({
@@ -149,15 +162,7 @@ async fn user_writes_to_bot(
         let world = state.world();
         let t = pick_tenant(&world.tenants, &q)?;
         let u = t.user_by_handle(&user)?;
-        let bot = match body.get("bot").and_then(Value::as_str) {
-            Some(b) => Uuid::parse_str(b.strip_prefix("28:").unwrap_or(b))
-                .map_err(|_| GraphError::bad_request(format!("'bot' '{b}' is not an app id.")))?,
-            None => t
-                .catalog
-                .iter()
-                .find_map(|a| a.bot_id)
-                .ok_or_else(|| GraphError::not_found("The tenant has no bot."))?,
-        };
+        let bot = named_bot(t, &body)?;
         let chat = t
             .chats
             .iter()
@@ -304,15 +309,7 @@ fn set_blocked(
     let body = object(body)?;
     let mut world = state.world();
     let t = pick_tenant(&world.tenants, q)?;
-    let bot = match body.get("bot").and_then(Value::as_str) {
-        Some(b) => Uuid::parse_str(b.strip_prefix("28:").unwrap_or(b))
-            .map_err(|_| GraphError::bad_request(format!("'bot' '{b}' is not an app id.")))?,
-        None => t
-            .catalog
-            .iter()
-            .find_map(|a| a.bot_id)
-            .ok_or_else(|| GraphError::not_found("The tenant has no bot."))?,
-    };
+    let bot = named_bot(t, &body)?;
     let (tid, uid) = (t.id, t.user_by_handle(user)?.id.to_string());
     world.set_blocked(tid, &uid, bot, blocked)?;
     Ok(StatusCode::NO_CONTENT.into_response())

@@ -313,7 +313,7 @@ pub fn activities_for(world: &World, service_url: &str, event: &TeamsEvent) -> V
         TeamsEvent::AppInstalledForTeam { tenant, team, catalog_app } => {
             team_scope(world, service_url, tenant, team, catalog_app, None, |base, bot| {
                 vec![
-                    with(base.clone(), json!({"type": "installationUpdate", "action": "add"})),
+                    with(base.clone(), json!({"type": "installationUpdate", "action": "add", "channelData": {"source": {"name": "message"}}})),
                     with(base, json!({"type": "conversationUpdate", "membersAdded": [{"id": crate::ids::bot_mri(bot)}], "channelData": {"eventType": "teamMemberAdded"}})),
                 ]
             })
