@@ -87,6 +87,12 @@ pub struct ServeArgs {
     /// `signed`: activities carry a channel JWT and Connector calls need a token; `none`: neither.
     #[arg(long, value_enum, default_value_t = BotAuthArg::Signed)]
     pub bot_auth: BotAuthArg,
+    /// Turn off Teams' and Graph's throttling limits (429 with Retry-After past them).
+    #[arg(long)]
+    pub no_throttling: bool,
+    /// The seed of injected faults that fire by chance (`/_emulator/faults` with a probability).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -310,6 +316,8 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
         .config(config)
         .listen(args.listen)
         .bot_auth(args.bot_auth.into())
+        .throttling(!args.no_throttling)
+        .seed(args.seed)
         .start()
         .await
     {
