@@ -43,6 +43,9 @@ pub struct RunArgs {
     /// Write one Bot Framework .transcript per scenario into this folder.
     #[arg(long)]
     pub transcripts: Option<PathBuf>,
+    /// Write a self-contained HTML report here (failures open, with the conversation both ways).
+    #[arg(long)]
+    pub html: Option<PathBuf>,
     /// Run only scenarios whose name or file contains this text (case-insensitive).
     #[arg(long)]
     pub filter: Option<String>,
@@ -244,6 +247,12 @@ pub async fn run(args: RunArgs) -> ExitCode {
     let results: Vec<_> = results.into_iter().map(|(_, r)| r).collect();
     if let Some(path) = &args.junit
         && let Err(e) = report::write_junit(path, &results)
+    {
+        eprintln!("error: cannot write {}: {e}", path.display());
+        return ExitCode::from(EXIT_USAGE);
+    }
+    if let Some(path) = &args.html
+        && let Err(e) = report::write_html(path, &results, args.seed)
     {
         eprintln!("error: cannot write {}: {e}", path.display());
         return ExitCode::from(EXIT_USAGE);

@@ -156,6 +156,8 @@ fn run_exits_1_on_a_failed_scenario_and_writes_junit_and_transcripts() {
         .arg(&junit)
         .arg("--transcripts")
         .arg(&transcripts)
+        .arg("--html")
+        .arg(dir.join("report.html"))
         .env("NO_COLOR", "1")
         .output()
         .expect("runs");
@@ -177,6 +179,11 @@ fn run_exits_1_on_a_failed_scenario_and_writes_junit_and_transcripts() {
     assert!(
         xml.contains("<testsuite name=\"scenarios\" tests=\"2\" failures=\"1\""),
         "{xml}"
+    );
+    let html = std::fs::read_to_string(dir.join("report.html")).expect("html written");
+    assert!(
+        html.contains("1 passed") && html.contains("<details open>"),
+        "{html}"
     );
     let t: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(transcripts.join("passes.transcript")).expect("transcript"),

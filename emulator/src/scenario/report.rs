@@ -227,6 +227,130 @@ pub fn write_junit(path: &Path, results: &[ScenarioResult]) -> io::Result<()> {
     std::fs::File::create(path)?.write_all(&junit_xml(results)?)
 }
 
+fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in xml_safe(s).chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+const HTML_STYLE: &str = "body{font:14px/1.45 system-ui,sans-serif;margin:2rem;color:#1b1b1f;max-width:72rem}\
+h1{font-size:1.4rem}.sum{margin:.5rem 0 1.5rem}.pass{color:#0a7a2f}.fail{color:#b3261e}\
+details{border:1px solid #ddd;border-radius:8px;margin:.6rem 0;padding:.4rem .8rem}\
+summary{cursor:pointer;font-weight:600}summary .meta{font-weight:400;color:#666;margin-left:.5rem}\
+table{border-collapse:collapse;width:100%;margin:.5rem 0}td,th{text-align:left;padding:.25rem .5rem;border-bottom:1px solid #eee;vertical-align:top}\
+.expected{background:#fff4f2;white-space:pre-wrap}.seen{white-space:pre-wrap;color:#333}\
+.act{display:flex;gap:.5rem;margin:.25rem 0}.act .dir{width:1.2rem;color:#666}.bubble{border-radius:10px;padding:.35rem .7rem;max-width:80%}\
+.to{background:#f1f3f4}.from{background:#e8f0fe;margin-left:auto}.kind{font-size:.8rem;color:#555}pre{white-space:pre-wrap;background:#fafafa;padding:.5rem;border-radius:6px}";
+
+/// A self-contained HTML page of the run: a summary, and per scenario its steps (expected
+/// next to seen for a failure) and the conversation both ways.
+pub fn html(results: &[ScenarioResult], seed: Option<u64>) -> String {
+    let passed = results.iter().filter(|r| r.passed()).count();
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>teams-emulator run: {passed} passed, {} failed</title><style>{HTML_STYLE}</style></head><body>",
+        results.len() - passed
+    );
+    let _ = write!(
+        out,
+        "<h1>teams-emulator run</h1><p class=\"sum\"><span class=\"pass\">{passed} passed</span>, <span class=\"fail\">{} failed</span> of {} scenario(s){}</p>",
+        results.len() - passed,
+        results.len(),
+        seed.map(|s| format!(", seed {s}")).unwrap_or_default()
+    );
+    for r in results {
+        let (class, word) = if r.passed() {
+            ("pass", "PASS")
+        } else {
+            ("fail", "FAIL")
+        };
+        let _ = write!(
+            out,
+            "<details{}><summary><span class=\"{class}\">{word}</span> {}<span class=\"meta\">{:.1}s · {}</span></summary>",
+            if r.passed() { "" } else { " open" },
+            html_escape(&r.name),
+            r.duration.as_secs_f64(),
+            html_escape(&r.file)
+        );
+        if let Some(e) = &r.error {
+            let _ = write!(out, "<pre class=\"expected\">{}</pre>", html_escape(e));
+        }
+        if !r.steps.is_empty() {
+            out.push_str("<table><tr><th>#</th><th>step</th><th>line</th><th>outcome</th></tr>");
+            for s in &r.steps {
+                let outcome = match &s.status {
+                    StepStatus::Passed => "<span class=\"pass\">passed</span>".to_string(),
+                    StepStatus::Skipped => "skipped".to_string(),
+                    StepStatus::Failed(f) => format!(
+                        "<div class=\"expected\"><b>expected</b> {}</div><div class=\"seen\"><b>seen</b> {}</div>",
+                        html_escape(&f.expected),
+                        if f.seen.is_empty() {
+                            "nothing".to_string()
+                        } else {
+                            f.seen
+                                .iter()
+                                .map(|x| html_escape(x))
+                                .collect::<Vec<_>>()
+                                .join("<br>")
+                        }
+                    ),
+                };
+                let _ = write!(
+                    out,
+                    "<tr><td>{}</td><td><code>{}</code></td><td>{}:{}</td><td>{outcome}</td></tr>",
+                    s.index, s.name, s.line, s.column
+                );
+            }
+            out.push_str("</table>");
+        }
+        if !r.transcript.is_empty() {
+            out.push_str("<div><b>Activities</b> (→ to the bot, ← from the bot)</div>");
+            for a in &r.transcript {
+                let from_bot = a["from"]["id"]
+                    .as_str()
+                    .is_some_and(|id| id.starts_with("28:"));
+                let who = a["from"]["name"].as_str().unwrap_or_default();
+                let _ = write!(
+                    out,
+                    "<div class=\"act\"><span class=\"dir\">{}</span><div class=\"bubble {}\"><div class=\"kind\">{} · {}</div>{}</div></div>",
+                    if from_bot { "←" } else { "→" },
+                    if from_bot { "from" } else { "to" },
+                    html_escape(who),
+                    html_escape(a["timestamp"].as_str().unwrap_or_default()),
+                    html_escape(&summarize_activity(a))
+                );
+            }
+        }
+        if !r.bot_output.trim().is_empty() {
+            let _ = write!(
+                out,
+                "<div><b>Bot output</b></div><pre>{}</pre>",
+                html_escape(&r.bot_output)
+            );
+        }
+        out.push_str("</details>");
+    }
+    out.push_str("</body></html>\n");
+    out
+}
+
+pub fn write_html(path: &Path, results: &[ScenarioResult], seed: Option<u64>) -> io::Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(path, html(results, seed))
+}
+
 /// A file name from a scenario name: lowercase letters, digits and dashes.
 pub fn slug(name: &str) -> String {
     let mut s = String::new();
@@ -302,6 +426,30 @@ mod tests {
         assert_eq!(
             summary_line(&[result("a", false), result("b", true)]),
             "1 passed, 1 failed"
+        );
+    }
+
+    #[test]
+    fn the_html_report_escapes_and_opens_failures() {
+        let page = html(
+            &[
+                result("<script>alert(1)</script>", false),
+                result("c", true),
+            ],
+            Some(7),
+        );
+        assert!(page.starts_with("<!doctype html>"));
+        assert!(!page.contains("<script>"), "names are escaped");
+        assert!(page.contains("&lt;script&gt;"));
+        assert!(
+            page.contains("1 passed</span>, <span class=\"fail\">1 failed"),
+            "{page}"
+        );
+        assert!(page.contains("seed 7"));
+        assert!(page.contains("<details open>"), "failures are open");
+        assert!(
+            page.contains("a &lt;welcome&gt; &amp; more"),
+            "expected is shown, escaped"
         );
     }
 
