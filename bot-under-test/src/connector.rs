@@ -11,7 +11,7 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 use url::Url;
 
-use crate::retry::{ConversationPacer, RetryPolicy, send_with_retry};
+use crate::retry::{ConversationPacer, Outbound, RetryPolicy, SendError};
 use crate::token::{CONNECTOR_SCOPE, TokenProvider};
 
 /// Why a Connector call did not succeed.
@@ -253,65 +253,34 @@ impl ConnectorClient {
         })
     }
 
-    async fn token(&self) -> Result<Option<String>, ConnectorError> {
-        match &self.tokens {
-            None => Ok(None),
-            Some(tokens) => tokens
-                .token(&self.token_tenant, CONNECTOR_SCOPE)
-                .await
-                .map(Some)
-                .map_err(|e| ConnectorError::Token(e.to_string())),
-        }
-    }
-
-    /// One call with retries; a 401 refreshes the token once.
+    /// One call with retries; a 401 renews the token once.
     async fn call(
         &self,
         method: Method,
         url: Url,
         body: Option<&Value>,
     ) -> Result<Vec<u8>, ConnectorError> {
-        let mut refreshed = false;
-        loop {
-            let token = self.token().await?;
-            let sent = {
-                let _permit = self
-                    .permits
-                    .acquire()
-                    .await
-                    .expect("semaphore never closed");
-                send_with_retry(&self.retry, || {
-                    let mut request = self.http.request(method.clone(), url.clone());
-                    if let Some(token) = &token {
-                        request = request.bearer_auth(token);
-                    }
-                    if let Some(body) = body {
-                        request = request.json(body);
-                    }
-                    request
-                })
-                .await
-                .map_err(|e| ConnectorError::Transport(e.to_string()))?
-            };
-            let status = sent.response.status();
-            let bytes = sent
-                .response
-                .bytes()
-                .await
-                .map_err(|e| ConnectorError::Transport(e.to_string()))?;
-            if status.is_success() {
-                return Ok(bytes.to_vec());
-            }
-            if status == StatusCode::UNAUTHORIZED
-                && !refreshed
-                && let Some(tokens) = &self.tokens
-            {
-                tokens.invalidate(&self.token_tenant, CONNECTOR_SCOPE).await;
-                refreshed = true;
-                continue;
-            }
-            return Err(classify_error(status, &bytes));
+        let mut outbound = Outbound::new(&self.retry).permits(&self.permits);
+        if let Some(tokens) = &self.tokens {
+            outbound = outbound.bearer(tokens, &self.token_tenant, CONNECTOR_SCOPE);
         }
+        let reply = outbound
+            .send(|| {
+                let request = self.http.request(method.clone(), url.clone());
+                match body {
+                    Some(body) => request.json(body),
+                    None => request,
+                }
+            })
+            .await
+            .map_err(|e| match e {
+                SendError::Token(reason) => ConnectorError::Token(reason),
+                other => ConnectorError::Transport(other.to_string()),
+            })?;
+        if reply.status.is_success() {
+            return Ok(reply.body);
+        }
+        Err(classify_error(reply.status, &reply.body))
     }
 }
 
@@ -571,6 +540,60 @@ mod tests {
                 .await
                 .unwrap();
         }
+    }
+
+    #[tokio::test]
+    async fn a_401_renews_the_token_and_tries_once_more() {
+        let server = MockServer::start().await;
+        for token in ["stale-token", "new-token"] {
+            Mock::given(method("POST"))
+                .and(path("/botframework.com/oauth2/v2.0/token"))
+                .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                    "token_type":"Bearer","expires_in":3599,"access_token": token
+                })))
+                .up_to_n_times(1)
+                .expect(1)
+                .mount(&server)
+                .await;
+        }
+        Mock::given(method("POST"))
+            .and(path(ACTIVITIES))
+            .and(header("authorization", "Bearer stale-token"))
+            .respond_with(ResponseTemplate::new(401))
+            .expect(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .and(path(ACTIVITIES))
+            .and(header("authorization", "Bearer new-token"))
+            .respond_with(ResponseTemplate::new(201).set_body_json(json!({"id": "8"})))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let policy = RetryPolicy {
+            max_attempts: 1,
+            base_delay: Duration::from_millis(5),
+            max_delay: Duration::from_millis(50),
+        };
+        let tokens = Arc::new(TokenProvider::new(
+            reqwest::Client::new(),
+            &server.uri(),
+            "app",
+            "secret",
+            policy.clone(),
+        ));
+        let client = ConnectorClient::new(
+            reqwest::Client::new(),
+            Some(tokens),
+            "botframework.com",
+            policy,
+            Arc::new(Semaphore::new(1)),
+        );
+        let id = client
+            .send_to_conversation(&service_url(&server), "a:conv", &json!({"type":"message"}))
+            .await
+            .unwrap();
+        assert_eq!(id, "8");
     }
 
     #[tokio::test]

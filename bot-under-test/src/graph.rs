@@ -5,13 +5,13 @@
 use std::sync::Arc;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-use reqwest::{Method, StatusCode};
+use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 use url::Url;
 
-use crate::retry::{RetryPolicy, send_with_retry};
+use crate::retry::{Outbound, RetryPolicy, SendError};
 use crate::token::{GRAPH_SCOPE, TokenProvider};
 
 /// Characters left as they are in query values; everything else is percent-encoded.
@@ -232,73 +232,52 @@ impl GraphClient {
             .ok_or_else(|| GraphError::Body("chat without an id".to_owned()))
     }
 
-    /// One call with token, permit and retries. `Ok(None)` for an empty success body.
+    /// One call with token, permit and retries; a 401 renews the token once. `Ok(None)` for an
+    /// empty success body.
     async fn call(
         &self,
         method: Method,
         url: Url,
         body: Option<&Value>,
     ) -> Result<Option<Value>, GraphError> {
-        let mut refreshed = false;
-        loop {
-            let token = self
-                .tokens
-                .token(&self.tenant_id, GRAPH_SCOPE)
-                .await
-                .map_err(|e| GraphError::Token(e.to_string()))?;
-            let sent = {
-                let _permit = self
-                    .permits
-                    .acquire()
-                    .await
-                    .expect("semaphore never closed");
-                send_with_retry(&self.retry, || {
-                    let mut request = self
-                        .http
-                        .request(method.clone(), url.clone())
-                        .bearer_auth(&token);
-                    if let Some(body) = body {
-                        request = request.json(body);
-                    }
-                    request
-                })
-                .await
-                .map_err(|e| GraphError::Transport(e.to_string()))?
-            };
-            let status = sent.response.status();
-            let bytes = sent
-                .response
-                .bytes()
-                .await
-                .map_err(|e| GraphError::Transport(e.to_string()))?;
-            if status.is_success() {
-                if bytes.iter().all(u8::is_ascii_whitespace) {
-                    return Ok(None);
+        let reply = Outbound::new(&self.retry)
+            .permits(&self.permits)
+            .bearer(&self.tokens, &self.tenant_id, GRAPH_SCOPE)
+            .send(|| {
+                let request = self.http.request(method.clone(), url.clone());
+                match body {
+                    Some(body) => request.json(body),
+                    None => request,
                 }
-                return serde_json::from_slice(&bytes)
-                    .map(Some)
-                    .map_err(|e| GraphError::Body(e.to_string()));
+            })
+            .await
+            .map_err(|e| match e {
+                SendError::Token(reason) => GraphError::Token(reason),
+                other => GraphError::Transport(other.to_string()),
+            })?;
+        let bytes = reply.body;
+        if reply.status.is_success() {
+            if bytes.iter().all(u8::is_ascii_whitespace) {
+                return Ok(None);
             }
-            if status == StatusCode::UNAUTHORIZED && !refreshed {
-                self.tokens.invalidate(&self.tenant_id, GRAPH_SCOPE).await;
-                refreshed = true;
-                continue;
-            }
-            let json: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            return Err(GraphError::Http {
-                status: status.as_u16(),
-                code: json
-                    .pointer("/error/code")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned(),
-                message: json
-                    .pointer("/error/message")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| String::from_utf8_lossy(&bytes).chars().take(300).collect()),
-            });
+            return serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| GraphError::Body(e.to_string()));
         }
+        let json: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Err(GraphError::Http {
+            status: reply.status.as_u16(),
+            code: json
+                .pointer("/error/code")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            message: json
+                .pointer("/error/message")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).chars().take(300).collect()),
+        })
     }
 }
 
@@ -456,6 +435,56 @@ mod tests {
             graph.find_installation("u1", "manifest", None).await,
             Ok(Some("inst-1".to_owned()))
         );
+    }
+
+    #[tokio::test]
+    async fn a_401_renews_the_token_once_and_a_second_401_is_the_answer() {
+        let server = MockServer::start().await;
+        for token in ["stale-token", "new-token"] {
+            Mock::given(method("POST"))
+                .and(path(format!("/{TENANT}/oauth2/v2.0/token")))
+                .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                    "token_type":"Bearer","expires_in":3599,"access_token": token
+                })))
+                .up_to_n_times(1)
+                .expect(1)
+                .mount(&server)
+                .await;
+        }
+        Mock::given(method("GET"))
+            .and(path(INSTALLED))
+            .respond_with(ResponseTemplate::new(401).set_body_json(json!({
+                "error": {"code": "InvalidAuthenticationToken", "message": "Access token has expired."}
+            })))
+            .expect(2)
+            .mount(&server)
+            .await;
+        let policy = RetryPolicy {
+            max_attempts: 3,
+            base_delay: Duration::from_millis(5),
+            max_delay: Duration::from_millis(50),
+        };
+        let tokens = Arc::new(TokenProvider::new(
+            reqwest::Client::new(),
+            &server.uri(),
+            "app",
+            "secret",
+            policy.clone(),
+        ));
+        let graph = GraphClient::new(
+            reqwest::Client::new(),
+            tokens,
+            TENANT,
+            &format!("{}/v1.0", server.uri()),
+            policy,
+            Arc::new(Semaphore::new(1)),
+        );
+        let error = graph
+            .find_installation("u1", "manifest", None)
+            .await
+            .unwrap_err();
+        assert_eq!(error.status(), Some(401));
+        server.verify().await;
     }
 
     #[tokio::test]

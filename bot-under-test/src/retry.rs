@@ -1,18 +1,21 @@
 //! Behaving well under Teams' and Graph's limits: bounded retries with jittered exponential
 //! backoff, `Retry-After` on 429, and per-conversation pacing of sends.
 //!
-//! [`send_with_retry`] is the one place outbound requests are retried; the Graph and Connector
-//! clients build a request and hand it here. A response that is not worth retrying (success, or
-//! a 4xx other than 412/429) is returned at once; so is the last response once the tries run out.
+//! [`Outbound::send`] is the one place outbound requests are sent and retried; the Graph and
+//! Connector clients and the token provider build a request and hand it here. A response that is
+//! not worth retrying (success, or a 4xx other than 412/429) is returned at once; so is the last
+//! response once the tries run out. A 401 renews the bearer token once.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use rand::Rng;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
-use reqwest::{RequestBuilder, Response, StatusCode};
-use tokio::sync::Mutex;
+use reqwest::{RequestBuilder, StatusCode};
+use tokio::sync::{Mutex, Semaphore};
 use tokio::time::Instant;
+
+use crate::token::TokenProvider;
 
 /// How often and how patiently to retry.
 #[derive(Debug, Clone)]
@@ -75,65 +78,160 @@ pub enum SendError {
     /// The request could not be built (a bug or a bad URL).
     #[error("request could not be built: {0}")]
     Build(String),
+    /// The bearer token for the request could not be had.
+    #[error("{0}")]
+    Token(String),
 }
 
-/// A response together with how many tries it took.
+/// A response, read to the end, together with how many tries it took.
 #[derive(Debug)]
-pub struct Sent {
-    pub response: Response,
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
     pub attempts: u32,
 }
 
-/// Sends the request built by `build` until it succeeds, fails for good, or the tries run out.
-///
-/// - 429: waits `Retry-After` (or the backoff if the header is missing), capped at `max_delay`.
-/// - 412, 502, 503, 504 and connection errors: jittered exponential backoff.
-/// - Anything else: returned at once.
-pub async fn send_with_retry(
-    policy: &RetryPolicy,
-    build: impl Fn() -> RequestBuilder,
-) -> Result<Sent, SendError> {
-    let max = policy.max_attempts.max(1);
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let (client, request) = build().build_split();
-        let request = request.map_err(|e| SendError::Build(e.to_string()))?;
-        let method = request.method().clone();
-        let url = request.url().clone();
-        let result = client.execute(request).await;
-        match result {
-            Ok(response) => {
-                let status = response.status();
-                if !is_transient(status) || attempt >= max {
-                    return Ok(Sent {
-                        response,
+/// The client-credential token an outbound call carries.
+#[derive(Debug, Clone, Copy)]
+struct Bearer<'a> {
+    tokens: &'a TokenProvider,
+    tenant: &'a str,
+    scope: &'a str,
+}
+
+/// One outbound call to Graph, the Connector or the login service, and everything it shares with
+/// other calls: the retry policy, the bearer token (a 401 invalidates it and the call is tried
+/// once more with a new one) and the concurrency permits.
+#[derive(Debug, Clone, Copy)]
+pub struct Outbound<'a> {
+    policy: &'a RetryPolicy,
+    bearer: Option<Bearer<'a>>,
+    permits: Option<&'a Semaphore>,
+}
+
+impl<'a> Outbound<'a> {
+    pub fn new(policy: &'a RetryPolicy) -> Self {
+        Outbound {
+            policy,
+            bearer: None,
+            permits: None,
+        }
+    }
+
+    /// Sends `Authorization: Bearer` with the token for (`tenant`, `scope`).
+    pub fn bearer(mut self, tokens: &'a TokenProvider, tenant: &'a str, scope: &'a str) -> Self {
+        self.bearer = Some(Bearer {
+            tokens,
+            tenant,
+            scope,
+        });
+        self
+    }
+
+    /// Takes one of `permits` to send.
+    pub fn permits(mut self, permits: &'a Semaphore) -> Self {
+        self.permits = Some(permits);
+        self
+    }
+
+    /// Sends the request built by `build` until it succeeds, fails for good, or the tries run
+    /// out, and reads the answer.
+    ///
+    /// - 401 with a bearer token: the token is invalidated and the call tried once more.
+    /// - 429: waits `Retry-After` (or the backoff if the header is missing), capped at `max_delay`.
+    /// - 412, 502, 503, 504 and connection errors: jittered exponential backoff.
+    /// - Anything else: returned at once.
+    pub async fn send(&self, build: impl Fn() -> RequestBuilder) -> Result<Reply, SendError> {
+        let policy = self.policy;
+        let max = policy.max_attempts.max(1);
+        let mut attempt = 0;
+        let mut refreshed = false;
+        let _permit = match self.permits {
+            Some(permits) => Some(permits.acquire().await.expect("semaphore never closed")),
+            None => None,
+        };
+        loop {
+            attempt += 1;
+            let token = match &self.bearer {
+                // Boxed: the token provider itself sends through here (without a bearer).
+                Some(b) => Some(
+                    Box::pin(b.tokens.token(b.tenant, b.scope))
+                        .await
+                        .map_err(|e| SendError::Token(e.to_string()))?,
+                ),
+                None => None,
+            };
+            let mut builder = build();
+            if let Some(token) = &token {
+                builder = builder.bearer_auth(token);
+            }
+            let (client, request) = builder.build_split();
+            let request = request.map_err(|e| SendError::Build(e.to_string()))?;
+            let method = request.method().clone();
+            let url = request.url().clone();
+            let result = match client.execute(request).await {
+                Ok(response) => {
+                    let status = response.status();
+                    let headers = response.headers().clone();
+                    response.bytes().await.map(|body| Reply {
+                        status,
+                        headers,
+                        body: body.to_vec(),
                         attempts: attempt,
+                    })
+                }
+                Err(error) => Err(error),
+            };
+            match result {
+                Ok(reply) => {
+                    let status = reply.status;
+                    if status == StatusCode::UNAUTHORIZED
+                        && !refreshed
+                        && let (Some(b), Some(token)) = (&self.bearer, &token)
+                    {
+                        tracing::debug!(%method, %url, "token rejected; trying once with a new one");
+                        b.tokens.invalidate(b.tenant, b.scope, token).await;
+                        refreshed = true;
+                        // The refresh is not one of the tries the policy counts.
+                        attempt -= 1;
+                        continue;
+                    }
+                    if !is_transient(status) || attempt >= max {
+                        return Ok(reply);
+                    }
+                    let wait = if status == StatusCode::TOO_MANY_REQUESTS {
+                        retry_after(&reply.headers)
+                            .map(|d| d.min(policy.max_delay))
+                            .unwrap_or_else(|| policy.backoff(attempt))
+                    } else {
+                        policy.backoff(attempt)
+                    };
+                    tracing::debug!(%method, %url, %status, attempt, ?wait, "retrying");
+                    tokio::time::sleep(wait).await;
+                }
+                Err(error) if attempt >= max || !is_retryable_transport(&error) => {
+                    return Err(SendError::Transport {
+                        attempts: attempt,
+                        source: error,
                     });
                 }
-                let wait = if status == StatusCode::TOO_MANY_REQUESTS {
-                    retry_after(response.headers())
-                        .map(|d| d.min(policy.max_delay))
-                        .unwrap_or_else(|| policy.backoff(attempt))
-                } else {
-                    policy.backoff(attempt)
-                };
-                tracing::debug!(%method, %url, %status, attempt, ?wait, "retrying");
-                tokio::time::sleep(wait).await;
-            }
-            Err(error) if attempt >= max || !is_retryable_transport(&error) => {
-                return Err(SendError::Transport {
-                    attempts: attempt,
-                    source: error,
-                });
-            }
-            Err(error) => {
-                let wait = policy.backoff(attempt);
-                tracing::debug!(%method, %url, %error, attempt, ?wait, "retrying after a connection error");
-                tokio::time::sleep(wait).await;
+                Err(error) => {
+                    let wait = policy.backoff(attempt);
+                    tracing::debug!(%method, %url, %error, attempt, ?wait, "retrying after a connection error");
+                    tokio::time::sleep(wait).await;
+                }
             }
         }
     }
+}
+
+/// [`Outbound::send`] without a token or permits (the login service's own requests).
+pub async fn send_with_retry(
+    policy: &RetryPolicy,
+    build: impl Fn() -> RequestBuilder,
+) -> Result<Reply, SendError> {
+    Outbound::new(policy).send(build).await
 }
 
 /// Connection failures and timeouts are worth another try; a body or redirect error is not.

@@ -92,13 +92,9 @@ impl TokenProvider {
             ("client_secret", self.client_secret.as_str()),
             ("scope", scope),
         ];
-        let sent = send_with_retry(&self.retry, || self.http.post(&url).form(&form)).await?;
-        let status = sent.response.status();
-        let body = sent
-            .response
-            .text()
-            .await
-            .map_err(|e| TokenError::Body(e.to_string()))?;
+        let reply = send_with_retry(&self.retry, || self.http.post(&url).form(&form)).await?;
+        let status = reply.status;
+        let body = String::from_utf8_lossy(&reply.body).into_owned();
         if !status.is_success() {
             return Err(TokenError::Rejected {
                 status: status.as_u16(),
@@ -126,9 +122,14 @@ impl TokenProvider {
             .clone()
     }
 
-    /// Forgets a cached token (after the service rejected it with 401).
-    pub async fn invalidate(&self, tenant: &str, scope: &str) {
-        *self.slot(tenant, scope).lock().await = None;
+    /// Forgets `rejected`, a token a service answered 401 to, unless another caller has
+    /// already replaced it with a new one.
+    pub async fn invalidate(&self, tenant: &str, scope: &str, rejected: &str) {
+        let slot = self.slot(tenant, scope);
+        let mut cached = slot.lock().await;
+        if cached.as_ref().is_some_and(|t| t.value == rejected) {
+            *cached = None;
+        }
     }
 }
 
