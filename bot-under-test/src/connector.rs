@@ -348,7 +348,7 @@ mod tests {
     use super::*;
     use serde_json::json;
     use std::time::{Duration, Instant};
-    use wiremock::matchers::{header, method, path};
+    use wiremock::matchers::{header, method, path, path_regex};
     use wiremock::{Mock, MockServer, ResponseTemplate};
 
     fn client(max_attempts: u32) -> ConnectorClient {
@@ -404,6 +404,63 @@ mod tests {
             "{:?}",
             start.elapsed()
         );
+    }
+
+    #[tokio::test]
+    async fn a_throttled_conversation_does_not_hold_the_only_slot_while_it_waits() {
+        let server = MockServer::start().await;
+        let (throttled, mut answered) = crate::retry::testing::Signal::new(
+            ResponseTemplate::new(429).insert_header("Retry-After", "2"),
+        );
+        Mock::given(method("POST"))
+            .and(path("/amer/v3/conversations/a:slow/activities"))
+            .respond_with(throttled)
+            .up_to_n_times(1)
+            .expect(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .and(path_regex(
+                "^/amer/v3/conversations/a:(slow|other)/activities$",
+            ))
+            .respond_with(ResponseTemplate::new(201).set_body_json(json!({"id": "1"})))
+            .expect(2)
+            .mount(&server)
+            .await;
+        let client = Arc::new(ConnectorClient::new(
+            reqwest::Client::new(),
+            None,
+            "botframework.com",
+            RetryPolicy {
+                max_attempts: 4,
+                base_delay: Duration::from_millis(20),
+                max_delay: Duration::from_secs(5),
+            },
+            Arc::new(Semaphore::new(1)),
+        ));
+        let start = Instant::now();
+        let slow = {
+            let (client, url) = (client.clone(), service_url(&server));
+            tokio::spawn(async move {
+                client
+                    .send_to_conversation(&url, "a:slow", &json!({"type":"message"}))
+                    .await
+            })
+        };
+        answered
+            .recv()
+            .await
+            .expect("the first send was answered 429");
+        client
+            .send_to_conversation(&service_url(&server), "a:other", &json!({"type":"message"}))
+            .await
+            .unwrap();
+        assert!(
+            !slow.is_finished(),
+            "the other conversation's send waited for the throttled one"
+        );
+        slow.await.unwrap().unwrap();
+        assert!(start.elapsed() >= Duration::from_secs(2));
     }
 
     #[tokio::test]

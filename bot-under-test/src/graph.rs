@@ -386,6 +386,86 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_throttled_graph_call_does_not_hold_the_shared_slot_while_it_waits() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path(format!("/{TENANT}/oauth2/v2.0/token")))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "token_type":"Bearer","expires_in":3599,"access_token":"graph-token"
+            })))
+            .mount(&server)
+            .await;
+        let (throttled, mut answered) = crate::retry::testing::Signal::new(
+            ResponseTemplate::new(429).insert_header("Retry-After", "2"),
+        );
+        Mock::given(method("GET"))
+            .and(path(INSTALLED))
+            .respond_with(throttled)
+            .up_to_n_times(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path(INSTALLED))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({"value": []})))
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .and(path("/amer/v3/conversations/a:conv/activities"))
+            .respond_with(ResponseTemplate::new(201).set_body_json(json!({"id": "1"})))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let policy = RetryPolicy {
+            max_attempts: 4,
+            base_delay: Duration::from_millis(20),
+            max_delay: Duration::from_secs(5),
+        };
+        let permits = Arc::new(Semaphore::new(1));
+        let tokens = Arc::new(TokenProvider::new(
+            reqwest::Client::new(),
+            &server.uri(),
+            "app",
+            "secret",
+            policy.clone(),
+        ));
+        let graph = Arc::new(GraphClient::new(
+            reqwest::Client::new(),
+            tokens,
+            TENANT,
+            &format!("{}/v1.0", server.uri()),
+            policy.clone(),
+            permits.clone(),
+        ));
+        let connector = crate::connector::ConnectorClient::new(
+            reqwest::Client::new(),
+            None,
+            "botframework.com",
+            policy,
+            permits,
+        );
+        let start = Instant::now();
+        let lookup = {
+            let graph = graph.clone();
+            tokio::spawn(async move { graph.find_installation("u1", "manifest", None).await })
+        };
+        answered.recv().await.expect("Graph answered 429");
+        connector
+            .send_to_conversation(
+                &format!("{}/amer/", server.uri()),
+                "a:conv",
+                &json!({"type": "message"}),
+            )
+            .await
+            .unwrap();
+        assert!(
+            !lookup.is_finished(),
+            "the Connector send waited for the throttled Graph call"
+        );
+        assert_eq!(lookup.await.unwrap(), Ok(None));
+        assert!(start.elapsed() >= Duration::from_secs(2));
+    }
+
+    #[tokio::test]
     async fn retries_are_bounded() {
         let server = MockServer::start().await;
         let graph = graph(&server, 3).await;

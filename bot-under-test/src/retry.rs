@@ -102,7 +102,7 @@ struct Bearer<'a> {
 
 /// One outbound call to Graph, the Connector or the login service, and everything it shares with
 /// other calls: the retry policy, the bearer token (a 401 invalidates it and the call is tried
-/// once more with a new one) and the concurrency permits.
+/// once more with a new one) and the concurrency permits, one taken for each try.
 #[derive(Debug, Clone, Copy)]
 pub struct Outbound<'a> {
     policy: &'a RetryPolicy,
@@ -147,10 +147,6 @@ impl<'a> Outbound<'a> {
         let max = policy.max_attempts.max(1);
         let mut attempt = 0;
         let mut refreshed = false;
-        let _permit = match self.permits {
-            Some(permits) => Some(permits.acquire().await.expect("semaphore never closed")),
-            None => None,
-        };
         loop {
             attempt += 1;
             let token = match &self.bearer {
@@ -170,6 +166,12 @@ impl<'a> Outbound<'a> {
             let request = request.map_err(|e| SendError::Build(e.to_string()))?;
             let method = request.method().clone();
             let url = request.url().clone();
+            // A permit for this try only: it is given back before any wait below, so a throttled
+            // call does not keep other calls from going out while it waits.
+            let permit = match self.permits {
+                Some(permits) => Some(permits.acquire().await.expect("semaphore never closed")),
+                None => None,
+            };
             let result = match client.execute(request).await {
                 Ok(response) => {
                     let status = response.status();
@@ -183,6 +185,7 @@ impl<'a> Outbound<'a> {
                 }
                 Err(error) => Err(error),
             };
+            drop(permit);
             match result {
                 Ok(reply) => {
                     let status = reply.status;
@@ -312,6 +315,35 @@ impl ConversationPacer {
             }
         }
         (wait > Duration::ZERO).then_some(wait)
+    }
+}
+
+/// Test helpers shared by the clients' tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use wiremock::{Request, Respond, ResponseTemplate};
+
+    /// Answers with `template` and says so on a channel as soon as a request arrives, so a test
+    /// can act while the request is in flight or once it has been answered.
+    pub(crate) struct Signal {
+        pub(crate) template: ResponseTemplate,
+        pub(crate) arrived: tokio::sync::mpsc::UnboundedSender<()>,
+    }
+
+    impl Signal {
+        pub(crate) fn new(
+            template: ResponseTemplate,
+        ) -> (Signal, tokio::sync::mpsc::UnboundedReceiver<()>) {
+            let (arrived, arrivals) = tokio::sync::mpsc::unbounded_channel();
+            (Signal { template, arrived }, arrivals)
+        }
+    }
+
+    impl Respond for Signal {
+        fn respond(&self, _: &Request) -> ResponseTemplate {
+            let _ = self.arrived.send(());
+            self.template.clone()
+        }
     }
 }
 

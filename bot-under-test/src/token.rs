@@ -136,21 +136,9 @@ impl TokenProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::retry::testing::Signal;
     use wiremock::matchers::{body_string_contains, method, path};
-    use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
-
-    /// Answers with `template` and says so on a channel as soon as a request arrives.
-    struct Signal {
-        template: ResponseTemplate,
-        arrived: tokio::sync::mpsc::UnboundedSender<()>,
-    }
-
-    impl Respond for Signal {
-        fn respond(&self, _: &Request) -> ResponseTemplate {
-            let _ = self.arrived.send(());
-            self.template.clone()
-        }
-    }
+    use wiremock::{Mock, MockServer, ResponseTemplate};
 
     fn token_body(token: &str) -> serde_json::Value {
         serde_json::json!({"token_type": "Bearer", "expires_in": 3599, "access_token": token})
@@ -231,15 +219,14 @@ mod tests {
     #[tokio::test]
     async fn a_slow_token_fetch_holds_up_only_callers_of_the_same_key() {
         let login = MockServer::start().await;
-        let (arrived, mut arrivals) = tokio::sync::mpsc::unbounded_channel();
+        let (slow_answer, mut arrivals) = Signal::new(
+            ResponseTemplate::new(200)
+                .set_body_json(token_body("slow-token"))
+                .set_delay(Duration::from_secs(2)),
+        );
         Mock::given(method("POST"))
             .and(path("/slow-tenant/oauth2/v2.0/token"))
-            .respond_with(Signal {
-                template: ResponseTemplate::new(200)
-                    .set_body_json(token_body("slow-token"))
-                    .set_delay(Duration::from_secs(2)),
-                arrived,
-            })
+            .respond_with(slow_answer)
             .expect(1)
             .mount(&login)
             .await;
