@@ -464,6 +464,59 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_send_answered_too_late_is_not_sent_again() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path(ACTIVITIES))
+            .respond_with(
+                ResponseTemplate::new(201)
+                    .set_body_json(json!({"id": "1"}))
+                    .set_delay(Duration::from_secs(3)),
+            )
+            .expect(1)
+            .mount(&server)
+            .await;
+        let client = ConnectorClient::new(
+            reqwest::Client::builder()
+                .timeout(Duration::from_millis(300))
+                .build()
+                .unwrap(),
+            None,
+            "botframework.com",
+            RetryPolicy {
+                max_attempts: 4,
+                base_delay: Duration::from_millis(20),
+                max_delay: Duration::from_secs(5),
+            },
+            Arc::new(Semaphore::new(4)),
+        );
+        let error = client
+            .send_to_conversation(&service_url(&server), "a:conv", &json!({"type":"message"}))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, ConnectorError::Transport(reason) if reason.contains("outcome unknown")),
+            "{error:?}"
+        );
+        server.verify().await;
+    }
+
+    #[tokio::test]
+    async fn a_send_that_could_not_connect_is_retried() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/amer/", closed.local_addr().unwrap());
+        drop(closed);
+        let error = client(3)
+            .send_to_conversation(&url, "a:conv", &json!({"type":"message"}))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, ConnectorError::Transport(reason) if reason.starts_with("3 tries failed")),
+            "{error:?}"
+        );
+    }
+
+    #[tokio::test]
     async fn blocked_by_user_stops_at_the_first_answer() {
         let server = MockServer::start().await;
         Mock::given(method("POST"))

@@ -200,7 +200,8 @@ impl GraphClient {
         let body = json!({
             "teamsApp@odata.bind": format!("{}/appCatalogs/teamsApps/{catalog_app_id}", self.base)
         });
-        match self.call(Method::POST, url, Some(&body)).await {
+        // Installing twice is harmless (the second answers 409), so a lost answer is retried.
+        match self.send(Method::POST, url, Some(&body), true).await {
             Ok(_) => Ok(InstallResult::Installed),
             Err(GraphError::Http { status: 409, .. }) => Ok(InstallResult::AlreadyInstalled),
             Err(e) => Err(e),
@@ -240,8 +241,21 @@ impl GraphClient {
         url: Url,
         body: Option<&Value>,
     ) -> Result<Option<Value>, GraphError> {
+        let repeatable = method != Method::POST;
+        self.send(method, url, body, repeatable).await
+    }
+
+    /// [`GraphClient::call`], saying whether a request left unanswered may be sent again.
+    async fn send(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&Value>,
+        repeatable: bool,
+    ) -> Result<Option<Value>, GraphError> {
         let reply = Outbound::new(&self.retry)
             .permits(&self.permits)
+            .repeatable(repeatable)
             .bearer(&self.tokens, &self.tenant_id, GRAPH_SCOPE)
             .send(|| {
                 let request = self.http.request(method.clone(), url.clone());

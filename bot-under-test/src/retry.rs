@@ -81,6 +81,16 @@ pub enum SendError {
     /// The bearer token for the request could not be had.
     #[error("{0}")]
     Token(String),
+    /// A request that must not be sent twice went out and no answer came (a timeout or a broken
+    /// connection): the service may or may not have acted on it, so it was not sent again.
+    #[error(
+        "outcome unknown: no answer after the request was sent ({source}); not sent again so it cannot arrive twice"
+    )]
+    OutcomeUnknown {
+        attempts: u32,
+        #[source]
+        source: reqwest::Error,
+    },
 }
 
 /// A response, read to the end, together with how many tries it took.
@@ -108,6 +118,9 @@ pub struct Outbound<'a> {
     policy: &'a RetryPolicy,
     bearer: Option<Bearer<'a>>,
     permits: Option<&'a Semaphore>,
+    /// Whether the request may be sent again after it went out unanswered; `None`: everything
+    /// but POST may.
+    repeatable: Option<bool>,
 }
 
 impl<'a> Outbound<'a> {
@@ -116,7 +129,15 @@ impl<'a> Outbound<'a> {
             policy,
             bearer: None,
             permits: None,
+            repeatable: None,
         }
+    }
+
+    /// Says whether sending the request twice is harmless (a token request, an install that
+    /// answers 409 the second time) even though it is a POST, or harmful though it is not.
+    pub fn repeatable(mut self, repeatable: bool) -> Self {
+        self.repeatable = Some(repeatable);
+        self
     }
 
     /// Sends `Authorization: Bearer` with the token for (`tenant`, `scope`).
@@ -141,6 +162,8 @@ impl<'a> Outbound<'a> {
     /// - 401 with a bearer token: the token is invalidated and the call tried once more.
     /// - 429: waits `Retry-After` (or the backoff if the header is missing), capped at `max_delay`.
     /// - 412, 502, 503, 504 and connection errors: jittered exponential backoff.
+    /// - A timeout or broken connection after the request went out: retried only when the
+    ///   request is repeatable; a POST such as a message could otherwise arrive twice.
     /// - Anything else: returned at once.
     pub async fn send(&self, build: impl Fn() -> RequestBuilder) -> Result<Reply, SendError> {
         let policy = self.policy;
@@ -166,6 +189,7 @@ impl<'a> Outbound<'a> {
             let request = request.map_err(|e| SendError::Build(e.to_string()))?;
             let method = request.method().clone();
             let url = request.url().clone();
+            let repeatable = self.repeatable.unwrap_or(method != reqwest::Method::POST);
             // A permit for this try only: it is given back before any wait below, so a throttled
             // call does not keep other calls from going out while it waits.
             let permit = match self.permits {
@@ -213,6 +237,13 @@ impl<'a> Outbound<'a> {
                     tracing::debug!(%method, %url, %status, attempt, ?wait, "retrying");
                     tokio::time::sleep(wait).await;
                 }
+                // Not connected means not sent; anything later may have reached the service.
+                Err(error) if !repeatable && !error.is_connect() => {
+                    return Err(SendError::OutcomeUnknown {
+                        attempts: attempt,
+                        source: error,
+                    });
+                }
                 Err(error) if attempt >= max || !is_retryable_transport(&error) => {
                     return Err(SendError::Transport {
                         attempts: attempt,
@@ -229,12 +260,13 @@ impl<'a> Outbound<'a> {
     }
 }
 
-/// [`Outbound::send`] without a token or permits (the login service's own requests).
+/// [`Outbound::send`] without a token or permits, for requests that may be repeated (the login
+/// service's token requests).
 pub async fn send_with_retry(
     policy: &RetryPolicy,
     build: impl Fn() -> RequestBuilder,
 ) -> Result<Reply, SendError> {
-    Outbound::new(policy).send(build).await
+    Outbound::new(policy).repeatable(true).send(build).await
 }
 
 /// Connection failures and timeouts are worth another try; a body or redirect error is not.
