@@ -133,8 +133,9 @@ impl ConnectorClient {
             service_url,
             &["v3", "conversations", conversation_id, "activities"],
         )?;
-        self.pacer.pace(conversation_id).await;
-        let body = self.call(Method::POST, url, Some(activity)).await?;
+        let body = self
+            .call(Method::POST, url, Some(activity), Some(conversation_id))
+            .await?;
         Ok(parse_id(&body))
     }
 
@@ -156,8 +157,9 @@ impl ConnectorClient {
                 activity_id,
             ],
         )?;
-        self.pacer.pace(conversation_id).await;
-        let body = self.call(Method::POST, url, Some(activity)).await?;
+        let body = self
+            .call(Method::POST, url, Some(activity), Some(conversation_id))
+            .await?;
         Ok(parse_id(&body))
     }
 
@@ -173,10 +175,10 @@ impl ConnectorClient {
             .pointer("/channelData/channel/id")
             .or_else(|| parameters.pointer("/members/0/id"))
             .and_then(Value::as_str)
-            .unwrap_or("v3/conversations")
-            .to_owned();
-        self.pacer.pace(&pace_key).await;
-        let body = self.call(Method::POST, url, Some(parameters)).await?;
+            .unwrap_or("v3/conversations");
+        let body = self
+            .call(Method::POST, url, Some(parameters), Some(pace_key))
+            .await?;
         serde_json::from_slice(&body).map_err(|e| ConnectorError::Http {
             status: 200,
             code: "UnreadableResponse".to_owned(),
@@ -203,7 +205,7 @@ impl ConnectorClient {
                 query.append_pair("continuationToken", token);
             }
         }
-        let body = self.call(Method::GET, url, None).await?;
+        let body = self.call(Method::GET, url, None, None).await?;
         serde_json::from_slice(&body).map_err(|e| ConnectorError::Http {
             status: 200,
             code: "UnreadableResponse".to_owned(),
@@ -245,7 +247,7 @@ impl ConnectorClient {
             service_url,
             &["v3", "conversations", conversation_id, "members", member_id],
         )?;
-        let body = self.call(Method::GET, url, None).await?;
+        let body = self.call(Method::GET, url, None, None).await?;
         serde_json::from_slice(&body).map_err(|e| ConnectorError::Http {
             status: 200,
             code: "UnreadableResponse".to_owned(),
@@ -253,14 +255,19 @@ impl ConnectorClient {
         })
     }
 
-    /// One call with retries; a 401 renews the token once.
+    /// One call with retries; a 401 renews the token once. With `paced`, every try counts as a
+    /// send to that conversation and waits for its pacing.
     async fn call(
         &self,
         method: Method,
         url: Url,
         body: Option<&Value>,
+        paced: Option<&str>,
     ) -> Result<Vec<u8>, ConnectorError> {
         let mut outbound = Outbound::new(&self.retry).permits(&self.permits);
+        if let Some(key) = paced {
+            outbound = outbound.paced(&self.pacer, key);
+        }
         if let Some(tokens) = &self.tokens {
             outbound = outbound.bearer(tokens, &self.token_tenant, CONNECTOR_SCOPE);
         }
@@ -514,6 +521,45 @@ mod tests {
             matches!(&error, ConnectorError::Transport(reason) if reason.starts_with("3 tries failed")),
             "{error:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn retries_count_against_the_conversation_limits() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path(ACTIVITIES))
+            .respond_with(ResponseTemplate::new(201).set_body_json(json!({"id": "1"})))
+            .up_to_n_times(7)
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .and(path(ACTIVITIES))
+            .respond_with(ResponseTemplate::new(503))
+            .up_to_n_times(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .and(path(ACTIVITIES))
+            .respond_with(ResponseTemplate::new(201).set_body_json(json!({"id": "9"})))
+            .mount(&server)
+            .await;
+        let client = client(4);
+        let start = Instant::now();
+        // Seven sends fill the 1 s window; the eighth waits for it and is answered 503; its
+        // retry is a ninth send within 2 s, so it must wait for the 8-in-2-s window.
+        for _ in 0..8 {
+            client
+                .send_to_conversation(&service_url(&server), "a:conv", &json!({"type":"message"}))
+                .await
+                .unwrap();
+        }
+        assert!(
+            start.elapsed() >= Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
+        let received = server.received_requests().await.unwrap_or_default();
+        assert_eq!(received.len(), 9);
     }
 
     #[tokio::test]

@@ -12,7 +12,7 @@ use std::time::Duration;
 use rand::Rng;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::{RequestBuilder, StatusCode};
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::Instant;
 
 use crate::token::TokenProvider;
@@ -121,6 +121,8 @@ pub struct Outbound<'a> {
     /// Whether the request may be sent again after it went out unanswered; `None`: everything
     /// but POST may.
     repeatable: Option<bool>,
+    /// Every try counts against this conversation's send limits.
+    paced: Option<(&'a ConversationPacer, &'a str)>,
 }
 
 impl<'a> Outbound<'a> {
@@ -130,6 +132,35 @@ impl<'a> Outbound<'a> {
             bearer: None,
             permits: None,
             repeatable: None,
+            paced: None,
+        }
+    }
+
+    /// Paces every try, the first and each retry, as a send to `key` (a conversation, or the
+    /// member or channel a conversation is created for).
+    pub fn paced(mut self, pacer: &'a ConversationPacer, key: &'a str) -> Self {
+        self.paced = Some((pacer, key));
+        self
+    }
+
+    /// Waits until a try may go out: it fits the pacer's windows and a permit is free. The
+    /// permit is not held while waiting for the pacer, and the send is recorded only once the
+    /// permit is had, so the record is the time the try goes out.
+    async fn admit(&self) -> Option<SemaphorePermit<'a>> {
+        loop {
+            if let Some((pacer, key)) = self.paced {
+                while let Some(wait) = pacer.wait_for(key) {
+                    tokio::time::sleep(wait).await;
+                }
+            }
+            let permit = match self.permits {
+                Some(permits) => Some(permits.acquire().await.expect("semaphore never closed")),
+                None => None,
+            };
+            match self.paced {
+                Some((pacer, key)) if pacer.try_send(key).is_some() => drop(permit),
+                _ => return permit,
+            }
         }
     }
 
@@ -192,10 +223,7 @@ impl<'a> Outbound<'a> {
             let repeatable = self.repeatable.unwrap_or(method != reqwest::Method::POST);
             // A permit for this try only: it is given back before any wait below, so a throttled
             // call does not keep other calls from going out while it waits.
-            let permit = match self.permits {
-                Some(permits) => Some(permits.acquire().await.expect("semaphore never closed")),
-                None => None,
-            };
+            let permit = self.admit().await;
             let result = match client.execute(request).await {
                 Ok(response) => {
                     let status = response.status();
@@ -283,12 +311,24 @@ pub const TEAMS_SEND_LIMITS: &[(usize, Duration)] = &[
     (1800, Duration::from_secs(3600)),
 ];
 
+/// How often the pacer forgets conversations it has not sent to for longer than its longest
+/// window.
+const PACER_SWEEP_EVERY: Duration = Duration::from_secs(60);
+
 /// Keeps each conversation under Teams' per-thread send limits by waiting before a send that
-/// would exceed one of them. Sliding windows, one history a conversation.
+/// would exceed one of them. Sliding windows, one history a conversation; a conversation not
+/// sent to for longer than the longest window is forgotten.
 #[derive(Debug)]
 pub struct ConversationPacer {
     limits: Vec<(usize, Duration)>,
-    history: Mutex<HashMap<String, VecDeque<Instant>>>,
+    longest: Duration,
+    tracks: std::sync::Mutex<Tracks>,
+}
+
+#[derive(Debug)]
+struct Tracks {
+    by_key: HashMap<String, VecDeque<Instant>>,
+    swept_at: Instant,
 }
 
 impl Default for ConversationPacer {
@@ -299,36 +339,73 @@ impl Default for ConversationPacer {
 
 impl ConversationPacer {
     pub fn new(limits: Vec<(usize, Duration)>) -> Self {
+        let longest = limits.iter().map(|l| l.1).max().unwrap_or_default();
         ConversationPacer {
             limits,
-            history: Mutex::new(HashMap::new()),
+            longest,
+            tracks: std::sync::Mutex::new(Tracks {
+                by_key: HashMap::new(),
+                swept_at: Instant::now(),
+            }),
         }
     }
 
     /// Waits until one more send to `conversation_id` fits every window, then records it.
     pub async fn pace(&self, conversation_id: &str) {
-        loop {
-            let wait = {
-                let mut history = self.history.lock().await;
-                let now = Instant::now();
-                let longest = self.limits.iter().map(|l| l.1).max().unwrap_or_default();
-                let sends = history.entry(conversation_id.to_owned()).or_default();
-                while sends
-                    .front()
-                    .is_some_and(|t| now.duration_since(*t) >= longest)
-                {
-                    sends.pop_front();
-                }
-                match self.wait_needed(sends, now) {
-                    None => {
-                        sends.push_back(now);
-                        return;
-                    }
-                    Some(wait) => wait,
-                }
-            };
+        while let Some(wait) = self.try_send(conversation_id) {
             tokio::time::sleep(wait).await;
         }
+    }
+
+    /// Records a send to `conversation_id` now if it fits every window (`None`); otherwise
+    /// records nothing and says how long until it would fit.
+    pub fn try_send(&self, conversation_id: &str) -> Option<Duration> {
+        let mut tracks = self.tracks.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        self.sweep(&mut tracks, now);
+        let sends = tracks.by_key.entry(conversation_id.to_owned()).or_default();
+        while sends
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= self.longest)
+        {
+            sends.pop_front();
+        }
+        let wait = self.wait_needed(sends, now);
+        if wait.is_none() {
+            sends.push_back(now);
+        }
+        wait
+    }
+
+    /// How long until a send to `conversation_id` would fit, recording nothing.
+    pub fn wait_for(&self, conversation_id: &str) -> Option<Duration> {
+        let tracks = self.tracks.lock().unwrap_or_else(|e| e.into_inner());
+        let sends = tracks.by_key.get(conversation_id)?;
+        self.wait_needed(sends, Instant::now())
+    }
+
+    /// Forgets the conversations whose last send is older than the longest window.
+    fn sweep(&self, tracks: &mut Tracks, now: Instant) {
+        if now.duration_since(tracks.swept_at) < PACER_SWEEP_EVERY {
+            return;
+        }
+        tracks.swept_at = now;
+        let longest = self.longest;
+        tracks.by_key.retain(|_, sends| {
+            sends
+                .back()
+                .is_some_and(|t| now.duration_since(*t) < longest)
+        });
+    }
+
+    /// How many conversations the pacer remembers.
+    #[cfg(test)]
+    fn remembered(&self) -> usize {
+        self.tracks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_key
+            .len()
     }
 
     /// How long until a send fits all windows, given the send times in `sends` (oldest first).
@@ -461,6 +538,20 @@ mod tests {
             .wait_needed(&spread, now)
             .expect("the 2 s window is full");
         assert_eq!(wait, Duration::from_millis(500));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_pacer_forgets_conversations_idle_for_longer_than_its_longest_window() {
+        let pacer = ConversationPacer::default();
+        pacer.pace("a:old").await;
+        tokio::time::advance(Duration::from_secs(1800)).await;
+        pacer.pace("a:recent").await;
+        tokio::time::advance(Duration::from_secs(1801)).await;
+        pacer.pace("a:new").await;
+        assert_eq!(pacer.remembered(), 2, "a:old is forgotten, a:recent is not");
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        pacer.pace("a:new").await;
+        assert_eq!(pacer.remembered(), 1);
     }
 
     #[tokio::test(start_paused = true)]
