@@ -91,6 +91,15 @@ struct ResourceResponse {
     id: Option<String>,
 }
 
+/// How a Connector call is paced, by conversation (or the member or channel one is created for).
+#[derive(Debug, Clone, Copy)]
+enum Paced<'a> {
+    /// A send: counts against the conversation's limits and waits out its 429 pauses.
+    Send(&'a str),
+    /// A read: waits out the conversation's 429 pauses only.
+    Held(&'a str),
+}
+
 /// Client for `{serviceUrl}v3/...`. One HTTP client for every service URL.
 #[derive(Debug)]
 pub struct ConnectorClient {
@@ -134,7 +143,12 @@ impl ConnectorClient {
             &["v3", "conversations", conversation_id, "activities"],
         )?;
         let body = self
-            .call(Method::POST, url, Some(activity), Some(conversation_id))
+            .call(
+                Method::POST,
+                url,
+                Some(activity),
+                Paced::Send(conversation_id),
+            )
             .await?;
         Ok(parse_id(&body))
     }
@@ -158,7 +172,12 @@ impl ConnectorClient {
             ],
         )?;
         let body = self
-            .call(Method::POST, url, Some(activity), Some(conversation_id))
+            .call(
+                Method::POST,
+                url,
+                Some(activity),
+                Paced::Send(conversation_id),
+            )
             .await?;
         Ok(parse_id(&body))
     }
@@ -177,7 +196,7 @@ impl ConnectorClient {
             .and_then(Value::as_str)
             .unwrap_or("v3/conversations");
         let body = self
-            .call(Method::POST, url, Some(parameters), Some(pace_key))
+            .call(Method::POST, url, Some(parameters), Paced::Send(pace_key))
             .await?;
         serde_json::from_slice(&body).map_err(|e| ConnectorError::Http {
             status: 200,
@@ -205,7 +224,9 @@ impl ConnectorClient {
                 query.append_pair("continuationToken", token);
             }
         }
-        let body = self.call(Method::GET, url, None, None).await?;
+        let body = self
+            .call(Method::GET, url, None, Paced::Held(conversation_id))
+            .await?;
         serde_json::from_slice(&body).map_err(|e| ConnectorError::Http {
             status: 200,
             code: "UnreadableResponse".to_owned(),
@@ -247,7 +268,9 @@ impl ConnectorClient {
             service_url,
             &["v3", "conversations", conversation_id, "members", member_id],
         )?;
-        let body = self.call(Method::GET, url, None, None).await?;
+        let body = self
+            .call(Method::GET, url, None, Paced::Held(conversation_id))
+            .await?;
         serde_json::from_slice(&body).map_err(|e| ConnectorError::Http {
             status: 200,
             code: "UnreadableResponse".to_owned(),
@@ -255,19 +278,20 @@ impl ConnectorClient {
         })
     }
 
-    /// One call with retries; a 401 renews the token once. With `paced`, every try counts as a
-    /// send to that conversation and waits for its pacing.
+    /// One call with retries; a 401 renews the token once. Every try waits out a 429's pause
+    /// on the conversation; a send also counts against its limits.
     async fn call(
         &self,
         method: Method,
         url: Url,
         body: Option<&Value>,
-        paced: Option<&str>,
+        paced: Paced<'_>,
     ) -> Result<Vec<u8>, ConnectorError> {
-        let mut outbound = Outbound::new(&self.retry).permits(&self.permits);
-        if let Some(key) = paced {
-            outbound = outbound.paced(&self.pacer, key);
-        }
+        let outbound = Outbound::new(&self.retry).permits(&self.permits);
+        let mut outbound = match paced {
+            Paced::Send(key) => outbound.paced(&self.pacer, key),
+            Paced::Held(key) => outbound.held(&self.pacer, key),
+        };
         if let Some(tokens) = &self.tokens {
             outbound = outbound.bearer(tokens, &self.token_tenant, CONNECTOR_SCOPE);
         }
@@ -560,6 +584,100 @@ mod tests {
         );
         let received = server.received_requests().await.unwrap_or_default();
         assert_eq!(received.len(), 9);
+    }
+
+    #[tokio::test]
+    async fn after_a_429_nothing_goes_to_the_conversation_before_retry_after() {
+        let server = MockServer::start().await;
+        let (throttled, mut arrivals) = crate::retry::testing::Signal::new(
+            ResponseTemplate::new(429).insert_header("Retry-After", "2"),
+        );
+        Mock::given(method("POST"))
+            .and(path(ACTIVITIES))
+            .respond_with(throttled)
+            .up_to_n_times(1)
+            .expect(1)
+            .mount(&server)
+            .await;
+        let (accepted, mut later) = crate::retry::testing::Signal::new(
+            ResponseTemplate::new(201).set_body_json(json!({"id": "1"})),
+        );
+        Mock::given(method("POST"))
+            .and(path(ACTIVITIES))
+            .respond_with(accepted)
+            .expect(2)
+            .mount(&server)
+            .await;
+        let client = Arc::new(client(4));
+        let first = {
+            let (client, url) = (client.clone(), service_url(&server));
+            tokio::spawn(async move {
+                client
+                    .send_to_conversation(&url, "a:conv", &json!({"type":"message"}))
+                    .await
+            })
+        };
+        let throttled_at = arrivals
+            .recv()
+            .await
+            .expect("the first send was answered 429");
+        // Once the bot has read the 429, another send to the same conversation waits too.
+        for _ in 0..100_000 {
+            if client.pacer.held_for("a:conv").is_some() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        client
+            .send_to_conversation(&service_url(&server), "a:conv", &json!({"type":"message"}))
+            .await
+            .unwrap();
+        first.await.unwrap().unwrap();
+        for _ in 0..2 {
+            let at = later.recv().await.unwrap();
+            assert!(
+                at.duration_since(throttled_at) >= Duration::from_secs(2),
+                "a request came {:?} after the 429",
+                at.duration_since(throttled_at)
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_retry_after_beyond_the_longest_wait_is_not_cut_short() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path(ACTIVITIES))
+            .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", "30"))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let client = ConnectorClient::new(
+            reqwest::Client::new(),
+            None,
+            "botframework.com",
+            RetryPolicy {
+                max_attempts: 4,
+                base_delay: Duration::from_millis(20),
+                max_delay: Duration::from_secs(1),
+            },
+            Arc::new(Semaphore::new(4)),
+        );
+        let error = client
+            .send_to_conversation(&service_url(&server), "a:conv", &json!({"type":"message"}))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, ConnectorError::Http { status: 429, .. }),
+            "{error:?}"
+        );
+        // The pause still holds for the conversation: the next send is not even tried.
+        let error = client
+            .send_to_conversation(&service_url(&server), "a:conv", &json!({"type":"message"}))
+            .await
+            .unwrap_err();
+        assert!(error.reason().contains("throttled"), "{error:?}");
+        server.verify().await;
     }
 
     #[tokio::test]

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 use url::Url;
 
-use crate::retry::{Outbound, RetryPolicy, SendError};
+use crate::retry::{ConversationPacer, Outbound, RetryPolicy, SendError};
 use crate::token::{GRAPH_SCOPE, TokenProvider};
 
 /// Characters left as they are in query values; everything else is percent-encoded.
@@ -74,6 +74,8 @@ pub struct GraphClient {
     base: String,
     retry: RetryPolicy,
     permits: Arc<Semaphore>,
+    /// Graph throttles per app per tenant: a 429 pauses every call of this client.
+    throttle: ConversationPacer,
 }
 
 impl GraphClient {
@@ -92,6 +94,7 @@ impl GraphClient {
             base: graph_url.trim_end_matches('/').to_owned(),
             retry,
             permits,
+            throttle: ConversationPacer::new(Vec::new()),
         }
     }
 
@@ -255,6 +258,7 @@ impl GraphClient {
     ) -> Result<Option<Value>, GraphError> {
         let reply = Outbound::new(&self.retry)
             .permits(&self.permits)
+            .held(&self.throttle, &self.tenant_id)
             .repeatable(repeatable)
             .bearer(&self.tokens, &self.tenant_id, GRAPH_SCOPE)
             .send(|| {
@@ -477,6 +481,51 @@ mod tests {
         );
         assert_eq!(lookup.await.unwrap(), Ok(None));
         assert!(start.elapsed() >= Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn a_graph_429_pauses_every_graph_call_of_the_app() {
+        let server = MockServer::start().await;
+        let graph = Arc::new(graph(&server, 4).await);
+        let (throttled, mut arrivals) = crate::retry::testing::Signal::new(
+            ResponseTemplate::new(429).insert_header("Retry-After", "2"),
+        );
+        Mock::given(method("GET"))
+            .and(path(INSTALLED))
+            .respond_with(throttled)
+            .up_to_n_times(1)
+            .mount(&server)
+            .await;
+        let (answer, mut later) = crate::retry::testing::Signal::new(
+            ResponseTemplate::new(200).set_body_json(json!({"value": []})),
+        );
+        Mock::given(method("GET"))
+            .respond_with(answer)
+            .expect(2)
+            .mount(&server)
+            .await;
+        let lookup = {
+            let graph = graph.clone();
+            tokio::spawn(async move { graph.find_installation("u1", "manifest", None).await })
+        };
+        let throttled_at = arrivals.recv().await.expect("Graph answered 429");
+        // Once the bot has read the 429, another Graph call waits too.
+        for _ in 0..100_000 {
+            if graph.throttle.held_for(TENANT).is_some() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(graph.find_catalog_app("manifest").await, Ok(None));
+        assert_eq!(lookup.await.unwrap(), Ok(None));
+        for _ in 0..2 {
+            let at = later.recv().await.unwrap();
+            assert!(
+                at.duration_since(throttled_at) >= Duration::from_secs(2),
+                "a Graph call came {:?} after the 429",
+                at.duration_since(throttled_at)
+            );
+        }
     }
 
     #[tokio::test]

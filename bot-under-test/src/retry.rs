@@ -1,5 +1,6 @@
 //! Behaving well under Teams' and Graph's limits: bounded retries with jittered exponential
-//! backoff, `Retry-After` on 429, and per-conversation pacing of sends.
+//! backoff, `Retry-After` on 429 (nothing goes to the throttled conversation, or Graph app, before
+//! it is over), and per-conversation pacing of every try.
 //!
 //! [`Outbound::send`] is the one place outbound requests are sent and retried; the Graph and
 //! Connector clients and the token provider build a request and hand it here. A response that is
@@ -24,7 +25,8 @@ pub struct RetryPolicy {
     pub max_attempts: u32,
     /// Backoff before the second try; doubles after each further failure.
     pub base_delay: Duration,
-    /// Longest single wait, also the cap on a server's `Retry-After`.
+    /// Longest single wait. A server's `Retry-After` is never cut short: a longer one ends the
+    /// tries instead.
     pub max_delay: Duration,
 }
 
@@ -91,6 +93,10 @@ pub enum SendError {
         #[source]
         source: reqwest::Error,
     },
+    /// The service asked (429 `Retry-After`) for a longer pause than the policy waits; the
+    /// request was not sent.
+    #[error("throttled: the service asked for no requests for another {}s", .wait.as_secs_f64().ceil())]
+    Throttled { wait: Duration },
 }
 
 /// A response, read to the end, together with how many tries it took.
@@ -121,8 +127,9 @@ pub struct Outbound<'a> {
     /// Whether the request may be sent again after it went out unanswered; `None`: everything
     /// but POST may.
     repeatable: Option<bool>,
-    /// Every try counts against this conversation's send limits.
-    paced: Option<(&'a ConversationPacer, &'a str)>,
+    /// Every try waits out the pauses a 429 asked for on this key; with `true`, it also counts
+    /// against the key's send limits.
+    paced: Option<(&'a ConversationPacer, &'a str, bool)>,
 }
 
 impl<'a> Outbound<'a> {
@@ -139,17 +146,30 @@ impl<'a> Outbound<'a> {
     /// Paces every try, the first and each retry, as a send to `key` (a conversation, or the
     /// member or channel a conversation is created for).
     pub fn paced(mut self, pacer: &'a ConversationPacer, key: &'a str) -> Self {
-        self.paced = Some((pacer, key));
+        self.paced = Some((pacer, key, true));
+        self
+    }
+
+    /// Every try waits out the pause a 429 asked for on `key` (a conversation, or an app in a
+    /// tenant for Graph), and a 429 to this call pauses every call on `key`; the tries do not
+    /// count as sends.
+    pub fn held(mut self, pacer: &'a ConversationPacer, key: &'a str) -> Self {
+        self.paced = Some((pacer, key, false));
         self
     }
 
     /// Waits until a try may go out: it fits the pacer's windows and a permit is free. The
     /// permit is not held while waiting for the pacer, and the send is recorded only once the
     /// permit is had, so the record is the time the try goes out.
-    async fn admit(&self) -> Option<SemaphorePermit<'a>> {
+    async fn admit(&self) -> Result<Option<SemaphorePermit<'a>>, SendError> {
         loop {
-            if let Some((pacer, key)) = self.paced {
-                while let Some(wait) = pacer.wait_for(key) {
+            if let Some((pacer, key, counts)) = self.paced {
+                if let Some(wait) = pacer.held_for(key)
+                    && wait > self.policy.max_delay
+                {
+                    return Err(SendError::Throttled { wait });
+                }
+                while let Some(wait) = pacer.wait_for(key, counts) {
                     tokio::time::sleep(wait).await;
                 }
             }
@@ -158,8 +178,8 @@ impl<'a> Outbound<'a> {
                 None => None,
             };
             match self.paced {
-                Some((pacer, key)) if pacer.try_send(key).is_some() => drop(permit),
-                _ => return permit,
+                Some((pacer, key, counts)) if pacer.try_send(key, counts).is_some() => drop(permit),
+                _ => return Ok(permit),
             }
         }
     }
@@ -191,7 +211,10 @@ impl<'a> Outbound<'a> {
     /// out, and reads the answer.
     ///
     /// - 401 with a bearer token: the token is invalidated and the call tried once more.
-    /// - 429: waits `Retry-After` (or the backoff if the header is missing), capped at `max_delay`.
+    /// - 429: waits `Retry-After` (or the backoff if the header is missing) and, with a pacer,
+    ///   holds every call to the same key as long. A `Retry-After` longer than `max_delay` is not
+    ///   waited out: the 429 is the answer, and later calls to the key fail at once as
+    ///   [`SendError::Throttled`] until the pause is over. The next try never goes early.
     /// - 412, 502, 503, 504 and connection errors: jittered exponential backoff.
     /// - A timeout or broken connection after the request went out: retried only when the
     ///   request is repeatable; a POST such as a message could otherwise arrive twice.
@@ -223,7 +246,7 @@ impl<'a> Outbound<'a> {
             let repeatable = self.repeatable.unwrap_or(method != reqwest::Method::POST);
             // A permit for this try only: it is given back before any wait below, so a throttled
             // call does not keep other calls from going out while it waits.
-            let permit = self.admit().await;
+            let permit = self.admit().await?;
             let result = match client.execute(request).await {
                 Ok(response) => {
                     let status = response.status();
@@ -252,16 +275,24 @@ impl<'a> Outbound<'a> {
                         attempt -= 1;
                         continue;
                     }
-                    if !is_transient(status) || attempt >= max {
-                        return Ok(reply);
-                    }
                     let wait = if status == StatusCode::TOO_MANY_REQUESTS {
-                        retry_after(&reply.headers)
-                            .map(|d| d.min(policy.max_delay))
-                            .unwrap_or_else(|| policy.backoff(attempt))
+                        let asked = retry_after(&reply.headers);
+                        let wait = asked.unwrap_or_else(|| policy.backoff(attempt));
+                        // Nothing more goes to this conversation (or Graph app) until then.
+                        if let Some((pacer, key, _)) = self.paced {
+                            pacer.hold(key, wait);
+                        }
+                        if asked.is_some_and(|asked| asked > policy.max_delay) {
+                            tracing::debug!(%method, %url, ?wait, "throttled for longer than the policy waits");
+                            return Ok(reply);
+                        }
+                        wait
                     } else {
                         policy.backoff(attempt)
                     };
+                    if !is_transient(status) || attempt >= max {
+                        return Ok(reply);
+                    }
                     tracing::debug!(%method, %url, %status, attempt, ?wait, "retrying");
                     tokio::time::sleep(wait).await;
                 }
@@ -327,8 +358,25 @@ pub struct ConversationPacer {
 
 #[derive(Debug)]
 struct Tracks {
-    by_key: HashMap<String, VecDeque<Instant>>,
+    by_key: HashMap<String, Track>,
     swept_at: Instant,
+}
+
+/// What the pacer knows of one conversation (or Graph app).
+#[derive(Debug, Default)]
+struct Track {
+    /// Send times, oldest first, within the longest window.
+    sends: VecDeque<Instant>,
+    /// A 429 asked for nothing to be sent before this.
+    not_before: Option<Instant>,
+}
+
+impl Track {
+    fn held_for(&self, now: Instant) -> Option<Duration> {
+        self.not_before
+            .map(|t| t.saturating_duration_since(now))
+            .filter(|wait| !wait.is_zero())
+    }
 }
 
 impl Default for ConversationPacer {
@@ -352,49 +400,78 @@ impl ConversationPacer {
 
     /// Waits until one more send to `conversation_id` fits every window, then records it.
     pub async fn pace(&self, conversation_id: &str) {
-        while let Some(wait) = self.try_send(conversation_id) {
+        while let Some(wait) = self.try_send(conversation_id, true) {
             tokio::time::sleep(wait).await;
         }
     }
 
-    /// Records a send to `conversation_id` now if it fits every window (`None`); otherwise
-    /// records nothing and says how long until it would fit.
-    pub fn try_send(&self, conversation_id: &str) -> Option<Duration> {
+    /// Whether a request to `key` may go now: not while a 429's pause lasts, nor (with `counts`)
+    /// beyond a send window. If it may, it is recorded (as a send with `counts`) and `None` is
+    /// returned; otherwise nothing is recorded and the wait is returned.
+    pub fn try_send(&self, key: &str, counts: bool) -> Option<Duration> {
         let mut tracks = self.tracks.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         self.sweep(&mut tracks, now);
-        let sends = tracks.by_key.entry(conversation_id.to_owned()).or_default();
-        while sends
+        let track = tracks.by_key.entry(key.to_owned()).or_default();
+        while track
+            .sends
             .front()
             .is_some_and(|t| now.duration_since(*t) >= self.longest)
         {
-            sends.pop_front();
+            track.sends.pop_front();
         }
-        let wait = self.wait_needed(sends, now);
-        if wait.is_none() {
-            sends.push_back(now);
+        let wait = self.wait_in(track, now, counts);
+        if wait.is_none() && counts {
+            track.sends.push_back(now);
         }
         wait
     }
 
-    /// How long until a send to `conversation_id` would fit, recording nothing.
-    pub fn wait_for(&self, conversation_id: &str) -> Option<Duration> {
+    /// How long until a request to `key` may go (see [`ConversationPacer::try_send`]), recording
+    /// nothing.
+    pub fn wait_for(&self, key: &str, counts: bool) -> Option<Duration> {
         let tracks = self.tracks.lock().unwrap_or_else(|e| e.into_inner());
-        let sends = tracks.by_key.get(conversation_id)?;
-        self.wait_needed(sends, Instant::now())
+        let track = tracks.by_key.get(key)?;
+        self.wait_in(track, Instant::now(), counts)
     }
 
-    /// Forgets the conversations whose last send is older than the longest window.
+    /// Nothing goes to `key` for `wait` from now (a 429's `Retry-After`); a longer pause already
+    /// asked for stays.
+    pub fn hold(&self, key: &str, wait: Duration) {
+        let mut tracks = self.tracks.lock().unwrap_or_else(|e| e.into_inner());
+        let until = Instant::now() + wait;
+        let track = tracks.by_key.entry(key.to_owned()).or_default();
+        track.not_before = Some(track.not_before.map_or(until, |t| t.max(until)));
+    }
+
+    /// What is left of a pause a 429 asked for on `key`.
+    pub fn held_for(&self, key: &str) -> Option<Duration> {
+        let tracks = self.tracks.lock().unwrap_or_else(|e| e.into_inner());
+        tracks.by_key.get(key)?.held_for(Instant::now())
+    }
+
+    fn wait_in(&self, track: &Track, now: Instant, counts: bool) -> Option<Duration> {
+        let held = track.held_for(now);
+        let paced = counts
+            .then(|| self.wait_needed(&track.sends, now))
+            .flatten();
+        held.max(paced)
+    }
+
+    /// Forgets the conversations whose last send is older than the longest window and that
+    /// are not paused by a 429.
     fn sweep(&self, tracks: &mut Tracks, now: Instant) {
         if now.duration_since(tracks.swept_at) < PACER_SWEEP_EVERY {
             return;
         }
         tracks.swept_at = now;
         let longest = self.longest;
-        tracks.by_key.retain(|_, sends| {
-            sends
+        tracks.by_key.retain(|_, track| {
+            track
+                .sends
                 .back()
                 .is_some_and(|t| now.duration_since(*t) < longest)
+                || track.held_for(now).is_some()
         });
     }
 
@@ -434,15 +511,19 @@ pub(crate) mod testing {
 
     /// Answers with `template` and says so on a channel as soon as a request arrives, so a test
     /// can act while the request is in flight or once it has been answered.
+    /// Each arrival is sent as the time it came.
     pub(crate) struct Signal {
         pub(crate) template: ResponseTemplate,
-        pub(crate) arrived: tokio::sync::mpsc::UnboundedSender<()>,
+        pub(crate) arrived: tokio::sync::mpsc::UnboundedSender<std::time::Instant>,
     }
 
     impl Signal {
         pub(crate) fn new(
             template: ResponseTemplate,
-        ) -> (Signal, tokio::sync::mpsc::UnboundedReceiver<()>) {
+        ) -> (
+            Signal,
+            tokio::sync::mpsc::UnboundedReceiver<std::time::Instant>,
+        ) {
             let (arrived, arrivals) = tokio::sync::mpsc::unbounded_channel();
             (Signal { template, arrived }, arrivals)
         }
@@ -450,7 +531,7 @@ pub(crate) mod testing {
 
     impl Respond for Signal {
         fn respond(&self, _: &Request) -> ResponseTemplate {
-            let _ = self.arrived.send(());
+            let _ = self.arrived.send(std::time::Instant::now());
             self.template.clone()
         }
     }
@@ -552,6 +633,28 @@ mod tests {
         tokio::time::advance(Duration::from_secs(3600)).await;
         pacer.pace("a:new").await;
         assert_eq!(pacer.remembered(), 1);
+
+        // A conversation paused by a 429 is remembered for as long as the pause.
+        pacer.hold("a:paused", Duration::from_secs(7200));
+        tokio::time::advance(Duration::from_secs(3601)).await;
+        pacer.pace("a:new").await;
+        assert_eq!(pacer.held_for("a:paused"), Some(Duration::from_secs(3599)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hold_keeps_every_request_to_its_key_back() {
+        let pacer = ConversationPacer::default();
+        pacer.hold("a:conv", Duration::from_secs(2));
+        pacer.hold("a:conv", Duration::from_secs(1));
+        assert_eq!(
+            pacer.wait_for("a:conv", false),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(pacer.try_send("a:conv", true), Some(Duration::from_secs(2)));
+        let start = Instant::now();
+        pacer.pace("a:conv").await;
+        assert!(Instant::now().duration_since(start) >= Duration::from_secs(2));
+        assert_eq!(pacer.wait_for("a:other", false), None);
     }
 
     #[tokio::test(start_paused = true)]
