@@ -76,6 +76,9 @@ struct SigningKey {
 struct KeySet {
     keys: HashMap<String, SigningKey>,
     fetched_at: Option<Instant>,
+    /// The last refetch that failed: the stale keys serve until a refetch succeeds, and the
+    /// endpoint is not asked again on every request meanwhile.
+    failed_at: Option<Instant>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -90,6 +93,8 @@ pub struct ChannelValidator {
     metadata_url: String,
     app_id: String,
     keys: RwLock<KeySet>,
+    /// Keys older than this are refetched even when the `kid` is known.
+    max_age: Duration,
 }
 
 impl std::fmt::Debug for ChannelValidator {
@@ -110,8 +115,16 @@ impl ChannelValidator {
             keys: RwLock::new(KeySet {
                 keys: HashMap::new(),
                 fetched_at: None,
+                failed_at: None,
             }),
+            max_age: KEYS_MAX_AGE,
         }
+    }
+
+    /// The same validator with another cache age (tests use a short one).
+    pub fn with_max_age(mut self, max_age: Duration) -> Self {
+        self.max_age = max_age;
+        self
     }
 
     /// Checks the `Authorization` header value against the activity's `serviceUrl` and
@@ -173,26 +186,49 @@ impl ChannelValidator {
     }
 
     /// Makes sure `kid` is in the cache, refetching the keys when it is not (rate limited) or
-    /// when the cache is old.
+    /// when the cache is old. When a refetch fails, the keys already cached stay in use: the
+    /// channel's keys rotate slowly, and an unreachable metadata endpoint must not turn every
+    /// inbound activity away while the cached keys still verify its token.
     async fn ensure_key(&self, kid: &str) -> Result<(), AuthError> {
         {
             let keys = self.keys.read().await;
-            let fresh = keys.fetched_at.is_some_and(|t| t.elapsed() < KEYS_MAX_AGE);
-            if fresh && keys.keys.contains_key(kid) {
+            let fresh = keys.fetched_at.is_some_and(|t| t.elapsed() < self.max_age);
+            let known = keys.keys.contains_key(kid);
+            if fresh && known {
                 return Ok(());
             }
-            let recently = keys
-                .fetched_at
-                .is_some_and(|t| t.elapsed() < UNKNOWN_KID_REFETCH_INTERVAL);
-            if fresh && recently {
+            let recently = |at: Option<Instant>| {
+                at.is_some_and(|t| t.elapsed() < UNKNOWN_KID_REFETCH_INTERVAL)
+            };
+            if recently(keys.failed_at) {
+                return if known {
+                    Ok(())
+                } else {
+                    Err(AuthError::UnknownKey(kid.to_owned()))
+                };
+            }
+            if fresh && recently(keys.fetched_at) {
                 return Err(AuthError::UnknownKey(kid.to_owned()));
             }
         }
-        let fetched = self.fetch_keys().await?;
-        let mut keys = self.keys.write().await;
-        keys.keys = fetched;
-        keys.fetched_at = Some(Instant::now());
-        Ok(())
+        match self.fetch_keys().await {
+            Ok(fetched) => {
+                let mut keys = self.keys.write().await;
+                keys.keys = fetched;
+                keys.fetched_at = Some(Instant::now());
+                keys.failed_at = None;
+                Ok(())
+            }
+            Err(error) => {
+                let mut keys = self.keys.write().await;
+                keys.failed_at = Some(Instant::now());
+                if keys.keys.is_empty() {
+                    return Err(error);
+                }
+                tracing::warn!(%error, "could not refetch the channel's signing keys; keeping the cached ones");
+                Ok(())
+            }
+        }
     }
 
     async fn fetch_keys(&self) -> Result<HashMap<String, SigningKey>, AuthError> {
@@ -416,5 +452,31 @@ pub(crate) mod tests {
         for _ in 0..3 {
             assert_eq!(check(&validator, &token).await, Ok(()));
         }
+    }
+
+    #[tokio::test]
+    async fn cached_keys_outlive_a_failed_refetch() {
+        let (server, validator) = validator().await;
+        let validator = validator.with_max_age(Duration::ZERO);
+        let token = sign(&claims(SERVICE_URL), &signing_key());
+        assert_eq!(check(&validator, &token).await, Ok(()));
+
+        // The cache is now always old, and the metadata endpoint is down.
+        server.reset().await;
+        Mock::given(method("GET"))
+            .respond_with(ResponseTemplate::new(503))
+            .mount(&server)
+            .await;
+        assert_eq!(check(&validator, &token).await, Ok(()));
+        assert_eq!(check(&validator, &token).await, Ok(()));
+        // Failed refetches are not repeated on every request.
+        let asked = server.received_requests().await.unwrap_or_default().len();
+        assert_eq!(asked, 1, "one refetch attempt while the endpoint is down");
+
+        // A kid the cache never had is still rejected.
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some("another-key".to_owned());
+        let unknown = encode(&header, &claims(SERVICE_URL), &signing_key()).unwrap();
+        assert!(check(&validator, &unknown).await.is_err());
     }
 }

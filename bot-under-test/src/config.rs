@@ -60,7 +60,7 @@ pub struct Config {
     pub max_attempts: u32,
     /// First backoff delay; doubles each try, with full jitter.
     pub retry_base_delay: Duration,
-    /// Longest single wait between tries (also caps a `Retry-After`).
+    /// Longest single wait between tries; a longer `Retry-After` ends the tries instead.
     pub retry_max_delay: Duration,
     /// Page size for `pagedmembers` when caching a team roster.
     pub roster_page_size: u32,
@@ -196,7 +196,7 @@ pub struct Cli {
     #[arg(long, env = "PROACTIVE_BOT_RETRY_BASE_MS", default_value_t = 500)]
     pub retry_base_ms: u64,
 
-    /// Longest wait between two tries, in seconds (also caps Retry-After)
+    /// Longest wait between two tries, in seconds (a longer Retry-After ends the tries)
     #[arg(long, env = "PROACTIVE_BOT_RETRY_MAX_SECS", default_value_t = 60)]
     pub retry_max_secs: u64,
 }

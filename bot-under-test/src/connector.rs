@@ -11,7 +11,7 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 use url::Url;
 
-use crate::retry::{ConversationPacer, RetryPolicy, send_with_retry};
+use crate::retry::{ConversationPacer, Outbound, RetryPolicy, SendError};
 use crate::token::{CONNECTOR_SCOPE, TokenProvider};
 
 /// Why a Connector call did not succeed.
@@ -91,6 +91,15 @@ struct ResourceResponse {
     id: Option<String>,
 }
 
+/// How a Connector call is paced, by conversation (or the member or channel one is created for).
+#[derive(Debug, Clone, Copy)]
+enum Paced<'a> {
+    /// A send: counts against the conversation's limits and waits out its 429 pauses.
+    Send(&'a str),
+    /// A read: waits out the conversation's 429 pauses only.
+    Held(&'a str),
+}
+
 /// Client for `{serviceUrl}v3/...`. One HTTP client for every service URL.
 #[derive(Debug)]
 pub struct ConnectorClient {
@@ -133,8 +142,14 @@ impl ConnectorClient {
             service_url,
             &["v3", "conversations", conversation_id, "activities"],
         )?;
-        self.pacer.pace(conversation_id).await;
-        let body = self.call(Method::POST, url, Some(activity)).await?;
+        let body = self
+            .call(
+                Method::POST,
+                url,
+                Some(activity),
+                Paced::Send(conversation_id),
+            )
+            .await?;
         Ok(parse_id(&body))
     }
 
@@ -156,8 +171,14 @@ impl ConnectorClient {
                 activity_id,
             ],
         )?;
-        self.pacer.pace(conversation_id).await;
-        let body = self.call(Method::POST, url, Some(activity)).await?;
+        let body = self
+            .call(
+                Method::POST,
+                url,
+                Some(activity),
+                Paced::Send(conversation_id),
+            )
+            .await?;
         Ok(parse_id(&body))
     }
 
@@ -173,10 +194,10 @@ impl ConnectorClient {
             .pointer("/channelData/channel/id")
             .or_else(|| parameters.pointer("/members/0/id"))
             .and_then(Value::as_str)
-            .unwrap_or("v3/conversations")
-            .to_owned();
-        self.pacer.pace(&pace_key).await;
-        let body = self.call(Method::POST, url, Some(parameters)).await?;
+            .unwrap_or("v3/conversations");
+        let body = self
+            .call(Method::POST, url, Some(parameters), Paced::Send(pace_key))
+            .await?;
         serde_json::from_slice(&body).map_err(|e| ConnectorError::Http {
             status: 200,
             code: "UnreadableResponse".to_owned(),
@@ -203,7 +224,9 @@ impl ConnectorClient {
                 query.append_pair("continuationToken", token);
             }
         }
-        let body = self.call(Method::GET, url, None).await?;
+        let body = self
+            .call(Method::GET, url, None, Paced::Held(conversation_id))
+            .await?;
         serde_json::from_slice(&body).map_err(|e| ConnectorError::Http {
             status: 200,
             code: "UnreadableResponse".to_owned(),
@@ -245,7 +268,9 @@ impl ConnectorClient {
             service_url,
             &["v3", "conversations", conversation_id, "members", member_id],
         )?;
-        let body = self.call(Method::GET, url, None).await?;
+        let body = self
+            .call(Method::GET, url, None, Paced::Held(conversation_id))
+            .await?;
         serde_json::from_slice(&body).map_err(|e| ConnectorError::Http {
             status: 200,
             code: "UnreadableResponse".to_owned(),
@@ -253,65 +278,40 @@ impl ConnectorClient {
         })
     }
 
-    async fn token(&self) -> Result<Option<String>, ConnectorError> {
-        match &self.tokens {
-            None => Ok(None),
-            Some(tokens) => tokens
-                .token(&self.token_tenant, CONNECTOR_SCOPE)
-                .await
-                .map(Some)
-                .map_err(|e| ConnectorError::Token(e.to_string())),
-        }
-    }
-
-    /// One call with retries; a 401 refreshes the token once.
+    /// One call with retries; a 401 renews the token once. Every try waits out a 429's pause
+    /// on the conversation; a send also counts against its limits.
     async fn call(
         &self,
         method: Method,
         url: Url,
         body: Option<&Value>,
+        paced: Paced<'_>,
     ) -> Result<Vec<u8>, ConnectorError> {
-        let mut refreshed = false;
-        loop {
-            let token = self.token().await?;
-            let sent = {
-                let _permit = self
-                    .permits
-                    .acquire()
-                    .await
-                    .expect("semaphore never closed");
-                send_with_retry(&self.retry, || {
-                    let mut request = self.http.request(method.clone(), url.clone());
-                    if let Some(token) = &token {
-                        request = request.bearer_auth(token);
-                    }
-                    if let Some(body) = body {
-                        request = request.json(body);
-                    }
-                    request
-                })
-                .await
-                .map_err(|e| ConnectorError::Transport(e.to_string()))?
-            };
-            let status = sent.response.status();
-            let bytes = sent
-                .response
-                .bytes()
-                .await
-                .map_err(|e| ConnectorError::Transport(e.to_string()))?;
-            if status.is_success() {
-                return Ok(bytes.to_vec());
-            }
-            if status == StatusCode::UNAUTHORIZED
-                && !refreshed
-                && let Some(tokens) = &self.tokens
-            {
-                tokens.invalidate(&self.token_tenant, CONNECTOR_SCOPE).await;
-                refreshed = true;
-                continue;
-            }
-            return Err(classify_error(status, &bytes));
+        let outbound = Outbound::new(&self.retry).permits(&self.permits);
+        let mut outbound = match paced {
+            Paced::Send(key) => outbound.paced(&self.pacer, key),
+            Paced::Held(key) => outbound.held(&self.pacer, key),
+        };
+        if let Some(tokens) = &self.tokens {
+            outbound = outbound.bearer(tokens, &self.token_tenant, CONNECTOR_SCOPE);
         }
+        let reply = outbound
+            .send(|| {
+                let request = self.http.request(method.clone(), url.clone());
+                match body {
+                    Some(body) => request.json(body),
+                    None => request,
+                }
+            })
+            .await
+            .map_err(|e| match e {
+                SendError::Token(reason) => ConnectorError::Token(reason),
+                other => ConnectorError::Transport(other.to_string()),
+            })?;
+        if reply.status.is_success() {
+            return Ok(reply.body);
+        }
+        Err(classify_error(reply.status, &reply.body))
     }
 }
 
@@ -379,7 +379,7 @@ mod tests {
     use super::*;
     use serde_json::json;
     use std::time::{Duration, Instant};
-    use wiremock::matchers::{header, method, path};
+    use wiremock::matchers::{header, method, path, path_regex};
     use wiremock::{Mock, MockServer, ResponseTemplate};
 
     fn client(max_attempts: u32) -> ConnectorClient {
@@ -435,6 +435,249 @@ mod tests {
             "{:?}",
             start.elapsed()
         );
+    }
+
+    #[tokio::test]
+    async fn a_throttled_conversation_does_not_hold_the_only_slot_while_it_waits() {
+        let server = MockServer::start().await;
+        let (throttled, mut answered) = crate::retry::testing::Signal::new(
+            ResponseTemplate::new(429).insert_header("Retry-After", "2"),
+        );
+        Mock::given(method("POST"))
+            .and(path("/amer/v3/conversations/a:slow/activities"))
+            .respond_with(throttled)
+            .up_to_n_times(1)
+            .expect(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .and(path_regex(
+                "^/amer/v3/conversations/a:(slow|other)/activities$",
+            ))
+            .respond_with(ResponseTemplate::new(201).set_body_json(json!({"id": "1"})))
+            .expect(2)
+            .mount(&server)
+            .await;
+        let client = Arc::new(ConnectorClient::new(
+            reqwest::Client::new(),
+            None,
+            "botframework.com",
+            RetryPolicy {
+                max_attempts: 4,
+                base_delay: Duration::from_millis(20),
+                max_delay: Duration::from_secs(5),
+            },
+            Arc::new(Semaphore::new(1)),
+        ));
+        let start = Instant::now();
+        let slow = {
+            let (client, url) = (client.clone(), service_url(&server));
+            tokio::spawn(async move {
+                client
+                    .send_to_conversation(&url, "a:slow", &json!({"type":"message"}))
+                    .await
+            })
+        };
+        answered
+            .recv()
+            .await
+            .expect("the first send was answered 429");
+        client
+            .send_to_conversation(&service_url(&server), "a:other", &json!({"type":"message"}))
+            .await
+            .unwrap();
+        assert!(
+            !slow.is_finished(),
+            "the other conversation's send waited for the throttled one"
+        );
+        slow.await.unwrap().unwrap();
+        assert!(start.elapsed() >= Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn a_send_answered_too_late_is_not_sent_again() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path(ACTIVITIES))
+            .respond_with(
+                ResponseTemplate::new(201)
+                    .set_body_json(json!({"id": "1"}))
+                    .set_delay(Duration::from_secs(3)),
+            )
+            .expect(1)
+            .mount(&server)
+            .await;
+        let client = ConnectorClient::new(
+            reqwest::Client::builder()
+                .timeout(Duration::from_millis(300))
+                .build()
+                .unwrap(),
+            None,
+            "botframework.com",
+            RetryPolicy {
+                max_attempts: 4,
+                base_delay: Duration::from_millis(20),
+                max_delay: Duration::from_secs(5),
+            },
+            Arc::new(Semaphore::new(4)),
+        );
+        let error = client
+            .send_to_conversation(&service_url(&server), "a:conv", &json!({"type":"message"}))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, ConnectorError::Transport(reason) if reason.contains("outcome unknown")),
+            "{error:?}"
+        );
+        server.verify().await;
+    }
+
+    #[tokio::test]
+    async fn a_send_that_could_not_connect_is_retried() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/amer/", closed.local_addr().unwrap());
+        drop(closed);
+        let error = client(3)
+            .send_to_conversation(&url, "a:conv", &json!({"type":"message"}))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, ConnectorError::Transport(reason) if reason.starts_with("3 tries failed")),
+            "{error:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn retries_count_against_the_conversation_limits() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path(ACTIVITIES))
+            .respond_with(ResponseTemplate::new(201).set_body_json(json!({"id": "1"})))
+            .up_to_n_times(7)
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .and(path(ACTIVITIES))
+            .respond_with(ResponseTemplate::new(503))
+            .up_to_n_times(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .and(path(ACTIVITIES))
+            .respond_with(ResponseTemplate::new(201).set_body_json(json!({"id": "9"})))
+            .mount(&server)
+            .await;
+        let client = client(4);
+        let start = Instant::now();
+        // Seven sends fill the 1 s window; the eighth waits for it and is answered 503; its
+        // retry is a ninth send within 2 s, so it must wait for the 8-in-2-s window.
+        for _ in 0..8 {
+            client
+                .send_to_conversation(&service_url(&server), "a:conv", &json!({"type":"message"}))
+                .await
+                .unwrap();
+        }
+        assert!(
+            start.elapsed() >= Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
+        let received = server.received_requests().await.unwrap_or_default();
+        assert_eq!(received.len(), 9);
+    }
+
+    #[tokio::test]
+    async fn after_a_429_nothing_goes_to_the_conversation_before_retry_after() {
+        let server = MockServer::start().await;
+        let (throttled, mut arrivals) = crate::retry::testing::Signal::new(
+            ResponseTemplate::new(429).insert_header("Retry-After", "2"),
+        );
+        Mock::given(method("POST"))
+            .and(path(ACTIVITIES))
+            .respond_with(throttled)
+            .up_to_n_times(1)
+            .expect(1)
+            .mount(&server)
+            .await;
+        let (accepted, mut later) = crate::retry::testing::Signal::new(
+            ResponseTemplate::new(201).set_body_json(json!({"id": "1"})),
+        );
+        Mock::given(method("POST"))
+            .and(path(ACTIVITIES))
+            .respond_with(accepted)
+            .expect(2)
+            .mount(&server)
+            .await;
+        let client = Arc::new(client(4));
+        let first = {
+            let (client, url) = (client.clone(), service_url(&server));
+            tokio::spawn(async move {
+                client
+                    .send_to_conversation(&url, "a:conv", &json!({"type":"message"}))
+                    .await
+            })
+        };
+        let throttled_at = arrivals
+            .recv()
+            .await
+            .expect("the first send was answered 429");
+        // Once the bot has read the 429, another send to the same conversation waits too.
+        for _ in 0..100_000 {
+            if client.pacer.held_for("a:conv").is_some() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        client
+            .send_to_conversation(&service_url(&server), "a:conv", &json!({"type":"message"}))
+            .await
+            .unwrap();
+        first.await.unwrap().unwrap();
+        for _ in 0..2 {
+            let at = later.recv().await.unwrap();
+            assert!(
+                at.duration_since(throttled_at) >= Duration::from_secs(2),
+                "a request came {:?} after the 429",
+                at.duration_since(throttled_at)
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_retry_after_beyond_the_longest_wait_is_not_cut_short() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path(ACTIVITIES))
+            .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", "30"))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let client = ConnectorClient::new(
+            reqwest::Client::new(),
+            None,
+            "botframework.com",
+            RetryPolicy {
+                max_attempts: 4,
+                base_delay: Duration::from_millis(20),
+                max_delay: Duration::from_secs(1),
+            },
+            Arc::new(Semaphore::new(4)),
+        );
+        let error = client
+            .send_to_conversation(&service_url(&server), "a:conv", &json!({"type":"message"}))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, ConnectorError::Http { status: 429, .. }),
+            "{error:?}"
+        );
+        // The pause still holds for the conversation: the next send is not even tried.
+        let error = client
+            .send_to_conversation(&service_url(&server), "a:conv", &json!({"type":"message"}))
+            .await
+            .unwrap_err();
+        assert!(error.reason().contains("throttled"), "{error:?}");
+        server.verify().await;
     }
 
     #[tokio::test]
@@ -571,6 +814,60 @@ mod tests {
                 .await
                 .unwrap();
         }
+    }
+
+    #[tokio::test]
+    async fn a_401_renews_the_token_and_tries_once_more() {
+        let server = MockServer::start().await;
+        for token in ["stale-token", "new-token"] {
+            Mock::given(method("POST"))
+                .and(path("/botframework.com/oauth2/v2.0/token"))
+                .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                    "token_type":"Bearer","expires_in":3599,"access_token": token
+                })))
+                .up_to_n_times(1)
+                .expect(1)
+                .mount(&server)
+                .await;
+        }
+        Mock::given(method("POST"))
+            .and(path(ACTIVITIES))
+            .and(header("authorization", "Bearer stale-token"))
+            .respond_with(ResponseTemplate::new(401))
+            .expect(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .and(path(ACTIVITIES))
+            .and(header("authorization", "Bearer new-token"))
+            .respond_with(ResponseTemplate::new(201).set_body_json(json!({"id": "8"})))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let policy = RetryPolicy {
+            max_attempts: 1,
+            base_delay: Duration::from_millis(5),
+            max_delay: Duration::from_millis(50),
+        };
+        let tokens = Arc::new(TokenProvider::new(
+            reqwest::Client::new(),
+            &server.uri(),
+            "app",
+            "secret",
+            policy.clone(),
+        ));
+        let client = ConnectorClient::new(
+            reqwest::Client::new(),
+            Some(tokens),
+            "botframework.com",
+            policy,
+            Arc::new(Semaphore::new(1)),
+        );
+        let id = client
+            .send_to_conversation(&service_url(&server), "a:conv", &json!({"type":"message"}))
+            .await
+            .unwrap();
+        assert_eq!(id, "8");
     }
 
     #[tokio::test]

@@ -5,13 +5,13 @@
 use std::sync::Arc;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-use reqwest::{Method, StatusCode};
+use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 use url::Url;
 
-use crate::retry::{RetryPolicy, send_with_retry};
+use crate::retry::{ConversationPacer, Outbound, RetryPolicy, SendError};
 use crate::token::{GRAPH_SCOPE, TokenProvider};
 
 /// Characters left as they are in query values; everything else is percent-encoded.
@@ -74,6 +74,8 @@ pub struct GraphClient {
     base: String,
     retry: RetryPolicy,
     permits: Arc<Semaphore>,
+    /// Graph throttles per app per tenant: a 429 pauses every call of this client.
+    throttle: ConversationPacer,
 }
 
 impl GraphClient {
@@ -92,6 +94,7 @@ impl GraphClient {
             base: graph_url.trim_end_matches('/').to_owned(),
             retry,
             permits,
+            throttle: ConversationPacer::new(Vec::new()),
         }
     }
 
@@ -200,7 +203,8 @@ impl GraphClient {
         let body = json!({
             "teamsApp@odata.bind": format!("{}/appCatalogs/teamsApps/{catalog_app_id}", self.base)
         });
-        match self.call(Method::POST, url, Some(&body)).await {
+        // Installing twice is harmless (the second answers 409), so a lost answer is retried.
+        match self.send(Method::POST, url, Some(&body), true).await {
             Ok(_) => Ok(InstallResult::Installed),
             Err(GraphError::Http { status: 409, .. }) => Ok(InstallResult::AlreadyInstalled),
             Err(e) => Err(e),
@@ -232,73 +236,66 @@ impl GraphClient {
             .ok_or_else(|| GraphError::Body("chat without an id".to_owned()))
     }
 
-    /// One call with token, permit and retries. `Ok(None)` for an empty success body.
+    /// One call with token, permit and retries; a 401 renews the token once. `Ok(None)` for an
+    /// empty success body.
     async fn call(
         &self,
         method: Method,
         url: Url,
         body: Option<&Value>,
     ) -> Result<Option<Value>, GraphError> {
-        let mut refreshed = false;
-        loop {
-            let token = self
-                .tokens
-                .token(&self.tenant_id, GRAPH_SCOPE)
-                .await
-                .map_err(|e| GraphError::Token(e.to_string()))?;
-            let sent = {
-                let _permit = self
-                    .permits
-                    .acquire()
-                    .await
-                    .expect("semaphore never closed");
-                send_with_retry(&self.retry, || {
-                    let mut request = self
-                        .http
-                        .request(method.clone(), url.clone())
-                        .bearer_auth(&token);
-                    if let Some(body) = body {
-                        request = request.json(body);
-                    }
-                    request
-                })
-                .await
-                .map_err(|e| GraphError::Transport(e.to_string()))?
-            };
-            let status = sent.response.status();
-            let bytes = sent
-                .response
-                .bytes()
-                .await
-                .map_err(|e| GraphError::Transport(e.to_string()))?;
-            if status.is_success() {
-                if bytes.iter().all(u8::is_ascii_whitespace) {
-                    return Ok(None);
+        let repeatable = method != Method::POST;
+        self.send(method, url, body, repeatable).await
+    }
+
+    /// [`GraphClient::call`], saying whether a request left unanswered may be sent again.
+    async fn send(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&Value>,
+        repeatable: bool,
+    ) -> Result<Option<Value>, GraphError> {
+        let reply = Outbound::new(&self.retry)
+            .permits(&self.permits)
+            .held(&self.throttle, &self.tenant_id)
+            .repeatable(repeatable)
+            .bearer(&self.tokens, &self.tenant_id, GRAPH_SCOPE)
+            .send(|| {
+                let request = self.http.request(method.clone(), url.clone());
+                match body {
+                    Some(body) => request.json(body),
+                    None => request,
                 }
-                return serde_json::from_slice(&bytes)
-                    .map(Some)
-                    .map_err(|e| GraphError::Body(e.to_string()));
+            })
+            .await
+            .map_err(|e| match e {
+                SendError::Token(reason) => GraphError::Token(reason),
+                other => GraphError::Transport(other.to_string()),
+            })?;
+        let bytes = reply.body;
+        if reply.status.is_success() {
+            if bytes.iter().all(u8::is_ascii_whitespace) {
+                return Ok(None);
             }
-            if status == StatusCode::UNAUTHORIZED && !refreshed {
-                self.tokens.invalidate(&self.tenant_id, GRAPH_SCOPE).await;
-                refreshed = true;
-                continue;
-            }
-            let json: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            return Err(GraphError::Http {
-                status: status.as_u16(),
-                code: json
-                    .pointer("/error/code")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned(),
-                message: json
-                    .pointer("/error/message")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| String::from_utf8_lossy(&bytes).chars().take(300).collect()),
-            });
+            return serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| GraphError::Body(e.to_string()));
         }
+        let json: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Err(GraphError::Http {
+            status: reply.status.as_u16(),
+            code: json
+                .pointer("/error/code")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            message: json
+                .pointer("/error/message")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).chars().take(300).collect()),
+        })
     }
 }
 
@@ -407,6 +404,131 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_throttled_graph_call_does_not_hold_the_shared_slot_while_it_waits() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path(format!("/{TENANT}/oauth2/v2.0/token")))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "token_type":"Bearer","expires_in":3599,"access_token":"graph-token"
+            })))
+            .mount(&server)
+            .await;
+        let (throttled, mut answered) = crate::retry::testing::Signal::new(
+            ResponseTemplate::new(429).insert_header("Retry-After", "2"),
+        );
+        Mock::given(method("GET"))
+            .and(path(INSTALLED))
+            .respond_with(throttled)
+            .up_to_n_times(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path(INSTALLED))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({"value": []})))
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .and(path("/amer/v3/conversations/a:conv/activities"))
+            .respond_with(ResponseTemplate::new(201).set_body_json(json!({"id": "1"})))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let policy = RetryPolicy {
+            max_attempts: 4,
+            base_delay: Duration::from_millis(20),
+            max_delay: Duration::from_secs(5),
+        };
+        let permits = Arc::new(Semaphore::new(1));
+        let tokens = Arc::new(TokenProvider::new(
+            reqwest::Client::new(),
+            &server.uri(),
+            "app",
+            "secret",
+            policy.clone(),
+        ));
+        let graph = Arc::new(GraphClient::new(
+            reqwest::Client::new(),
+            tokens,
+            TENANT,
+            &format!("{}/v1.0", server.uri()),
+            policy.clone(),
+            permits.clone(),
+        ));
+        let connector = crate::connector::ConnectorClient::new(
+            reqwest::Client::new(),
+            None,
+            "botframework.com",
+            policy,
+            permits,
+        );
+        let start = Instant::now();
+        let lookup = {
+            let graph = graph.clone();
+            tokio::spawn(async move { graph.find_installation("u1", "manifest", None).await })
+        };
+        answered.recv().await.expect("Graph answered 429");
+        connector
+            .send_to_conversation(
+                &format!("{}/amer/", server.uri()),
+                "a:conv",
+                &json!({"type": "message"}),
+            )
+            .await
+            .unwrap();
+        assert!(
+            !lookup.is_finished(),
+            "the Connector send waited for the throttled Graph call"
+        );
+        assert_eq!(lookup.await.unwrap(), Ok(None));
+        assert!(start.elapsed() >= Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn a_graph_429_pauses_every_graph_call_of_the_app() {
+        let server = MockServer::start().await;
+        let graph = Arc::new(graph(&server, 4).await);
+        let (throttled, mut arrivals) = crate::retry::testing::Signal::new(
+            ResponseTemplate::new(429).insert_header("Retry-After", "2"),
+        );
+        Mock::given(method("GET"))
+            .and(path(INSTALLED))
+            .respond_with(throttled)
+            .up_to_n_times(1)
+            .mount(&server)
+            .await;
+        let (answer, mut later) = crate::retry::testing::Signal::new(
+            ResponseTemplate::new(200).set_body_json(json!({"value": []})),
+        );
+        Mock::given(method("GET"))
+            .respond_with(answer)
+            .expect(2)
+            .mount(&server)
+            .await;
+        let lookup = {
+            let graph = graph.clone();
+            tokio::spawn(async move { graph.find_installation("u1", "manifest", None).await })
+        };
+        let throttled_at = arrivals.recv().await.expect("Graph answered 429");
+        // Once the bot has read the 429, another Graph call waits too.
+        for _ in 0..100_000 {
+            if graph.throttle.held_for(TENANT).is_some() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(graph.find_catalog_app("manifest").await, Ok(None));
+        assert_eq!(lookup.await.unwrap(), Ok(None));
+        for _ in 0..2 {
+            let at = later.recv().await.unwrap();
+            assert!(
+                at.duration_since(throttled_at) >= Duration::from_secs(2),
+                "a Graph call came {:?} after the 429",
+                at.duration_since(throttled_at)
+            );
+        }
+    }
+
+    #[tokio::test]
     async fn retries_are_bounded() {
         let server = MockServer::start().await;
         let graph = graph(&server, 3).await;
@@ -456,6 +578,56 @@ mod tests {
             graph.find_installation("u1", "manifest", None).await,
             Ok(Some("inst-1".to_owned()))
         );
+    }
+
+    #[tokio::test]
+    async fn a_401_renews_the_token_once_and_a_second_401_is_the_answer() {
+        let server = MockServer::start().await;
+        for token in ["stale-token", "new-token"] {
+            Mock::given(method("POST"))
+                .and(path(format!("/{TENANT}/oauth2/v2.0/token")))
+                .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                    "token_type":"Bearer","expires_in":3599,"access_token": token
+                })))
+                .up_to_n_times(1)
+                .expect(1)
+                .mount(&server)
+                .await;
+        }
+        Mock::given(method("GET"))
+            .and(path(INSTALLED))
+            .respond_with(ResponseTemplate::new(401).set_body_json(json!({
+                "error": {"code": "InvalidAuthenticationToken", "message": "Access token has expired."}
+            })))
+            .expect(2)
+            .mount(&server)
+            .await;
+        let policy = RetryPolicy {
+            max_attempts: 3,
+            base_delay: Duration::from_millis(5),
+            max_delay: Duration::from_millis(50),
+        };
+        let tokens = Arc::new(TokenProvider::new(
+            reqwest::Client::new(),
+            &server.uri(),
+            "app",
+            "secret",
+            policy.clone(),
+        ));
+        let graph = GraphClient::new(
+            reqwest::Client::new(),
+            tokens,
+            TENANT,
+            &format!("{}/v1.0", server.uri()),
+            policy,
+            Arc::new(Semaphore::new(1)),
+        );
+        let error = graph
+            .find_installation("u1", "manifest", None)
+            .await
+            .unwrap_err();
+        assert_eq!(error.status(), Some(401));
+        server.verify().await;
     }
 
     #[tokio::test]

@@ -1,18 +1,22 @@
 //! Behaving well under Teams' and Graph's limits: bounded retries with jittered exponential
-//! backoff, `Retry-After` on 429, and per-conversation pacing of sends.
+//! backoff, `Retry-After` on 429 (nothing goes to the throttled conversation, or Graph app, before
+//! it is over), and per-conversation pacing of every try.
 //!
-//! [`send_with_retry`] is the one place outbound requests are retried; the Graph and Connector
-//! clients build a request and hand it here. A response that is not worth retrying (success, or
-//! a 4xx other than 412/429) is returned at once; so is the last response once the tries run out.
+//! [`Outbound::send`] is the one place outbound requests are sent and retried; the Graph and
+//! Connector clients and the token provider build a request and hand it here. A response that is
+//! not worth retrying (success, or a 4xx other than 412/429) is returned at once; so is the last
+//! response once the tries run out. A 401 renews the bearer token once.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use rand::Rng;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
-use reqwest::{RequestBuilder, Response, StatusCode};
-use tokio::sync::Mutex;
+use reqwest::{RequestBuilder, StatusCode};
+use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::Instant;
+
+use crate::token::TokenProvider;
 
 /// How often and how patiently to retry.
 #[derive(Debug, Clone)]
@@ -21,7 +25,8 @@ pub struct RetryPolicy {
     pub max_attempts: u32,
     /// Backoff before the second try; doubles after each further failure.
     pub base_delay: Duration,
-    /// Longest single wait, also the cap on a server's `Retry-After`.
+    /// Longest single wait. A server's `Retry-After` is never cut short: a longer one ends the
+    /// tries instead.
     pub max_delay: Duration,
 }
 
@@ -75,65 +80,252 @@ pub enum SendError {
     /// The request could not be built (a bug or a bad URL).
     #[error("request could not be built: {0}")]
     Build(String),
+    /// The bearer token for the request could not be had.
+    #[error("{0}")]
+    Token(String),
+    /// A request that must not be sent twice went out and no answer came (a timeout or a broken
+    /// connection): the service may or may not have acted on it, so it was not sent again.
+    #[error(
+        "outcome unknown: no answer after the request was sent ({source}); not sent again so it cannot arrive twice"
+    )]
+    OutcomeUnknown {
+        attempts: u32,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The service asked (429 `Retry-After`) for a longer pause than the policy waits; the
+    /// request was not sent.
+    #[error("throttled: the service asked for no requests for another {}s", .wait.as_secs_f64().ceil())]
+    Throttled { wait: Duration },
 }
 
-/// A response together with how many tries it took.
+/// A response, read to the end, together with how many tries it took.
 #[derive(Debug)]
-pub struct Sent {
-    pub response: Response,
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
     pub attempts: u32,
 }
 
-/// Sends the request built by `build` until it succeeds, fails for good, or the tries run out.
-///
-/// - 429: waits `Retry-After` (or the backoff if the header is missing), capped at `max_delay`.
-/// - 412, 502, 503, 504 and connection errors: jittered exponential backoff.
-/// - Anything else: returned at once.
-pub async fn send_with_retry(
-    policy: &RetryPolicy,
-    build: impl Fn() -> RequestBuilder,
-) -> Result<Sent, SendError> {
-    let max = policy.max_attempts.max(1);
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let (client, request) = build().build_split();
-        let request = request.map_err(|e| SendError::Build(e.to_string()))?;
-        let method = request.method().clone();
-        let url = request.url().clone();
-        let result = client.execute(request).await;
-        match result {
-            Ok(response) => {
-                let status = response.status();
-                if !is_transient(status) || attempt >= max {
-                    return Ok(Sent {
-                        response,
-                        attempts: attempt,
-                    });
+/// The client-credential token an outbound call carries.
+#[derive(Debug, Clone, Copy)]
+struct Bearer<'a> {
+    tokens: &'a TokenProvider,
+    tenant: &'a str,
+    scope: &'a str,
+}
+
+/// One outbound call to Graph, the Connector or the login service, and everything it shares with
+/// other calls: the retry policy, the bearer token (a 401 invalidates it and the call is tried
+/// once more with a new one) and the concurrency permits, one taken for each try.
+#[derive(Debug, Clone, Copy)]
+pub struct Outbound<'a> {
+    policy: &'a RetryPolicy,
+    bearer: Option<Bearer<'a>>,
+    permits: Option<&'a Semaphore>,
+    /// Whether the request may be sent again after it went out unanswered; `None`: everything
+    /// but POST may.
+    repeatable: Option<bool>,
+    /// Every try waits out the pauses a 429 asked for on this key; with `true`, it also counts
+    /// against the key's send limits.
+    paced: Option<(&'a ConversationPacer, &'a str, bool)>,
+}
+
+impl<'a> Outbound<'a> {
+    pub fn new(policy: &'a RetryPolicy) -> Self {
+        Outbound {
+            policy,
+            bearer: None,
+            permits: None,
+            repeatable: None,
+            paced: None,
+        }
+    }
+
+    /// Paces every try, the first and each retry, as a send to `key` (a conversation, or the
+    /// member or channel a conversation is created for).
+    pub fn paced(mut self, pacer: &'a ConversationPacer, key: &'a str) -> Self {
+        self.paced = Some((pacer, key, true));
+        self
+    }
+
+    /// Every try waits out the pause a 429 asked for on `key` (a conversation, or an app in a
+    /// tenant for Graph), and a 429 to this call pauses every call on `key`; the tries do not
+    /// count as sends.
+    pub fn held(mut self, pacer: &'a ConversationPacer, key: &'a str) -> Self {
+        self.paced = Some((pacer, key, false));
+        self
+    }
+
+    /// Waits until a try may go out: it fits the pacer's windows and a permit is free. The
+    /// permit is not held while waiting for the pacer, and the send is recorded only once the
+    /// permit is had, so the record is the time the try goes out.
+    async fn admit(&self) -> Result<Option<SemaphorePermit<'a>>, SendError> {
+        loop {
+            if let Some((pacer, key, counts)) = self.paced {
+                if let Some(wait) = pacer.held_for(key)
+                    && wait > self.policy.max_delay
+                {
+                    return Err(SendError::Throttled { wait });
                 }
-                let wait = if status == StatusCode::TOO_MANY_REQUESTS {
-                    retry_after(response.headers())
-                        .map(|d| d.min(policy.max_delay))
-                        .unwrap_or_else(|| policy.backoff(attempt))
-                } else {
-                    policy.backoff(attempt)
-                };
-                tracing::debug!(%method, %url, %status, attempt, ?wait, "retrying");
-                tokio::time::sleep(wait).await;
+                while let Some(wait) = pacer.wait_for(key, counts) {
+                    tokio::time::sleep(wait).await;
+                }
             }
-            Err(error) if attempt >= max || !is_retryable_transport(&error) => {
-                return Err(SendError::Transport {
-                    attempts: attempt,
-                    source: error,
-                });
-            }
-            Err(error) => {
-                let wait = policy.backoff(attempt);
-                tracing::debug!(%method, %url, %error, attempt, ?wait, "retrying after a connection error");
-                tokio::time::sleep(wait).await;
+            let permit = match self.permits {
+                Some(permits) => Some(permits.acquire().await.expect("semaphore never closed")),
+                None => None,
+            };
+            match self.paced {
+                Some((pacer, key, counts)) if pacer.try_send(key, counts).is_some() => drop(permit),
+                _ => return Ok(permit),
             }
         }
     }
+
+    /// Says whether sending the request twice is harmless (a token request, an install that
+    /// answers 409 the second time) even though it is a POST, or harmful though it is not.
+    pub fn repeatable(mut self, repeatable: bool) -> Self {
+        self.repeatable = Some(repeatable);
+        self
+    }
+
+    /// Sends `Authorization: Bearer` with the token for (`tenant`, `scope`).
+    pub fn bearer(mut self, tokens: &'a TokenProvider, tenant: &'a str, scope: &'a str) -> Self {
+        self.bearer = Some(Bearer {
+            tokens,
+            tenant,
+            scope,
+        });
+        self
+    }
+
+    /// Takes one of `permits` to send.
+    pub fn permits(mut self, permits: &'a Semaphore) -> Self {
+        self.permits = Some(permits);
+        self
+    }
+
+    /// Sends the request built by `build` until it succeeds, fails for good, or the tries run
+    /// out, and reads the answer.
+    ///
+    /// - 401 with a bearer token: the token is invalidated and the call tried once more.
+    /// - 429: waits `Retry-After` (or the backoff if the header is missing) and, with a pacer,
+    ///   holds every call to the same key as long. A `Retry-After` longer than `max_delay` is not
+    ///   waited out: the 429 is the answer, and later calls to the key fail at once as
+    ///   [`SendError::Throttled`] until the pause is over. The next try never goes early.
+    /// - 412, 502, 503, 504 and connection errors: jittered exponential backoff.
+    /// - A timeout or broken connection after the request went out: retried only when the
+    ///   request is repeatable; a POST such as a message could otherwise arrive twice.
+    /// - Anything else: returned at once.
+    pub async fn send(&self, build: impl Fn() -> RequestBuilder) -> Result<Reply, SendError> {
+        let policy = self.policy;
+        let max = policy.max_attempts.max(1);
+        let mut attempt = 0;
+        let mut refreshed = false;
+        loop {
+            attempt += 1;
+            let token = match &self.bearer {
+                // Boxed: the token provider itself sends through here (without a bearer).
+                Some(b) => Some(
+                    Box::pin(b.tokens.token(b.tenant, b.scope))
+                        .await
+                        .map_err(|e| SendError::Token(e.to_string()))?,
+                ),
+                None => None,
+            };
+            let mut builder = build();
+            if let Some(token) = &token {
+                builder = builder.bearer_auth(token);
+            }
+            let (client, request) = builder.build_split();
+            let request = request.map_err(|e| SendError::Build(e.to_string()))?;
+            let method = request.method().clone();
+            let url = request.url().clone();
+            let repeatable = self.repeatable.unwrap_or(method != reqwest::Method::POST);
+            // A permit for this try only: it is given back before any wait below, so a throttled
+            // call does not keep other calls from going out while it waits.
+            let permit = self.admit().await?;
+            let result = match client.execute(request).await {
+                Ok(response) => {
+                    let status = response.status();
+                    let headers = response.headers().clone();
+                    response.bytes().await.map(|body| Reply {
+                        status,
+                        headers,
+                        body: body.to_vec(),
+                        attempts: attempt,
+                    })
+                }
+                Err(error) => Err(error),
+            };
+            drop(permit);
+            match result {
+                Ok(reply) => {
+                    let status = reply.status;
+                    if status == StatusCode::UNAUTHORIZED
+                        && !refreshed
+                        && let (Some(b), Some(token)) = (&self.bearer, &token)
+                    {
+                        tracing::debug!(%method, %url, "token rejected; trying once with a new one");
+                        b.tokens.invalidate(b.tenant, b.scope, token).await;
+                        refreshed = true;
+                        // The refresh is not one of the tries the policy counts.
+                        attempt -= 1;
+                        continue;
+                    }
+                    let wait = if status == StatusCode::TOO_MANY_REQUESTS {
+                        let asked = retry_after(&reply.headers);
+                        let wait = asked.unwrap_or_else(|| policy.backoff(attempt));
+                        // Nothing more goes to this conversation (or Graph app) until then.
+                        if let Some((pacer, key, _)) = self.paced {
+                            pacer.hold(key, wait);
+                        }
+                        if asked.is_some_and(|asked| asked > policy.max_delay) {
+                            tracing::debug!(%method, %url, ?wait, "throttled for longer than the policy waits");
+                            return Ok(reply);
+                        }
+                        wait
+                    } else {
+                        policy.backoff(attempt)
+                    };
+                    if !is_transient(status) || attempt >= max {
+                        return Ok(reply);
+                    }
+                    tracing::debug!(%method, %url, %status, attempt, ?wait, "retrying");
+                    tokio::time::sleep(wait).await;
+                }
+                // Not connected means not sent; anything later may have reached the service.
+                Err(error) if !repeatable && !error.is_connect() => {
+                    return Err(SendError::OutcomeUnknown {
+                        attempts: attempt,
+                        source: error,
+                    });
+                }
+                Err(error) if attempt >= max || !is_retryable_transport(&error) => {
+                    return Err(SendError::Transport {
+                        attempts: attempt,
+                        source: error,
+                    });
+                }
+                Err(error) => {
+                    let wait = policy.backoff(attempt);
+                    tracing::debug!(%method, %url, %error, attempt, ?wait, "retrying after a connection error");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+}
+
+/// [`Outbound::send`] without a token or permits, for requests that may be repeated (the login
+/// service's token requests).
+pub async fn send_with_retry(
+    policy: &RetryPolicy,
+    build: impl Fn() -> RequestBuilder,
+) -> Result<Reply, SendError> {
+    Outbound::new(policy).repeatable(true).send(build).await
 }
 
 /// Connection failures and timeouts are worth another try; a body or redirect error is not.
@@ -150,12 +342,41 @@ pub const TEAMS_SEND_LIMITS: &[(usize, Duration)] = &[
     (1800, Duration::from_secs(3600)),
 ];
 
+/// How often the pacer forgets conversations it has not sent to for longer than its longest
+/// window.
+const PACER_SWEEP_EVERY: Duration = Duration::from_secs(60);
+
 /// Keeps each conversation under Teams' per-thread send limits by waiting before a send that
-/// would exceed one of them. Sliding windows, one history a conversation.
+/// would exceed one of them. Sliding windows, one history a conversation; a conversation not
+/// sent to for longer than the longest window is forgotten.
 #[derive(Debug)]
 pub struct ConversationPacer {
     limits: Vec<(usize, Duration)>,
-    history: Mutex<HashMap<String, VecDeque<Instant>>>,
+    longest: Duration,
+    tracks: std::sync::Mutex<Tracks>,
+}
+
+#[derive(Debug)]
+struct Tracks {
+    by_key: HashMap<String, Track>,
+    swept_at: Instant,
+}
+
+/// What the pacer knows of one conversation (or Graph app).
+#[derive(Debug, Default)]
+struct Track {
+    /// Send times, oldest first, within the longest window.
+    sends: VecDeque<Instant>,
+    /// A 429 asked for nothing to be sent before this.
+    not_before: Option<Instant>,
+}
+
+impl Track {
+    fn held_for(&self, now: Instant) -> Option<Duration> {
+        self.not_before
+            .map(|t| t.saturating_duration_since(now))
+            .filter(|wait| !wait.is_zero())
+    }
 }
 
 impl Default for ConversationPacer {
@@ -166,36 +387,102 @@ impl Default for ConversationPacer {
 
 impl ConversationPacer {
     pub fn new(limits: Vec<(usize, Duration)>) -> Self {
+        let longest = limits.iter().map(|l| l.1).max().unwrap_or_default();
         ConversationPacer {
             limits,
-            history: Mutex::new(HashMap::new()),
+            longest,
+            tracks: std::sync::Mutex::new(Tracks {
+                by_key: HashMap::new(),
+                swept_at: Instant::now(),
+            }),
         }
     }
 
     /// Waits until one more send to `conversation_id` fits every window, then records it.
     pub async fn pace(&self, conversation_id: &str) {
-        loop {
-            let wait = {
-                let mut history = self.history.lock().await;
-                let now = Instant::now();
-                let longest = self.limits.iter().map(|l| l.1).max().unwrap_or_default();
-                let sends = history.entry(conversation_id.to_owned()).or_default();
-                while sends
-                    .front()
-                    .is_some_and(|t| now.duration_since(*t) >= longest)
-                {
-                    sends.pop_front();
-                }
-                match self.wait_needed(sends, now) {
-                    None => {
-                        sends.push_back(now);
-                        return;
-                    }
-                    Some(wait) => wait,
-                }
-            };
+        while let Some(wait) = self.try_send(conversation_id, true) {
             tokio::time::sleep(wait).await;
         }
+    }
+
+    /// Whether a request to `key` may go now: not while a 429's pause lasts, nor (with `counts`)
+    /// beyond a send window. If it may, it is recorded (as a send with `counts`) and `None` is
+    /// returned; otherwise nothing is recorded and the wait is returned.
+    pub fn try_send(&self, key: &str, counts: bool) -> Option<Duration> {
+        let mut tracks = self.tracks.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        self.sweep(&mut tracks, now);
+        let track = tracks.by_key.entry(key.to_owned()).or_default();
+        while track
+            .sends
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= self.longest)
+        {
+            track.sends.pop_front();
+        }
+        let wait = self.wait_in(track, now, counts);
+        if wait.is_none() && counts {
+            track.sends.push_back(now);
+        }
+        wait
+    }
+
+    /// How long until a request to `key` may go (see [`ConversationPacer::try_send`]), recording
+    /// nothing.
+    pub fn wait_for(&self, key: &str, counts: bool) -> Option<Duration> {
+        let tracks = self.tracks.lock().unwrap_or_else(|e| e.into_inner());
+        let track = tracks.by_key.get(key)?;
+        self.wait_in(track, Instant::now(), counts)
+    }
+
+    /// Nothing goes to `key` for `wait` from now (a 429's `Retry-After`); a longer pause already
+    /// asked for stays.
+    pub fn hold(&self, key: &str, wait: Duration) {
+        let mut tracks = self.tracks.lock().unwrap_or_else(|e| e.into_inner());
+        let until = Instant::now() + wait;
+        let track = tracks.by_key.entry(key.to_owned()).or_default();
+        track.not_before = Some(track.not_before.map_or(until, |t| t.max(until)));
+    }
+
+    /// What is left of a pause a 429 asked for on `key`.
+    pub fn held_for(&self, key: &str) -> Option<Duration> {
+        let tracks = self.tracks.lock().unwrap_or_else(|e| e.into_inner());
+        tracks.by_key.get(key)?.held_for(Instant::now())
+    }
+
+    fn wait_in(&self, track: &Track, now: Instant, counts: bool) -> Option<Duration> {
+        let held = track.held_for(now);
+        let paced = counts
+            .then(|| self.wait_needed(&track.sends, now))
+            .flatten();
+        held.max(paced)
+    }
+
+    /// Forgets the conversations whose last send is older than the longest window and that
+    /// are not paused by a 429.
+    fn sweep(&self, tracks: &mut Tracks, now: Instant) {
+        if now.duration_since(tracks.swept_at) < PACER_SWEEP_EVERY {
+            return;
+        }
+        tracks.swept_at = now;
+        let longest = self.longest;
+        tracks.by_key.retain(|_, track| {
+            track
+                .sends
+                .back()
+                .is_some_and(|t| now.duration_since(*t) < longest)
+                || track.held_for(now).is_some()
+        });
+    }
+
+    /// How many conversations the pacer remembers.
+    #[cfg(test)]
+    fn remembered(&self) -> usize {
+        self.tracks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_key
+            .len()
     }
 
     /// How long until a send fits all windows, given the send times in `sends` (oldest first).
@@ -214,6 +501,39 @@ impl ConversationPacer {
             }
         }
         (wait > Duration::ZERO).then_some(wait)
+    }
+}
+
+/// Test helpers shared by the clients' tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use wiremock::{Request, Respond, ResponseTemplate};
+
+    /// Answers with `template` and says so on a channel as soon as a request arrives, so a test
+    /// can act while the request is in flight or once it has been answered.
+    /// Each arrival is sent as the time it came.
+    pub(crate) struct Signal {
+        pub(crate) template: ResponseTemplate,
+        pub(crate) arrived: tokio::sync::mpsc::UnboundedSender<std::time::Instant>,
+    }
+
+    impl Signal {
+        pub(crate) fn new(
+            template: ResponseTemplate,
+        ) -> (
+            Signal,
+            tokio::sync::mpsc::UnboundedReceiver<std::time::Instant>,
+        ) {
+            let (arrived, arrivals) = tokio::sync::mpsc::unbounded_channel();
+            (Signal { template, arrived }, arrivals)
+        }
+    }
+
+    impl Respond for Signal {
+        fn respond(&self, _: &Request) -> ResponseTemplate {
+            let _ = self.arrived.send(std::time::Instant::now());
+            self.template.clone()
+        }
     }
 }
 
@@ -299,6 +619,42 @@ mod tests {
             .wait_needed(&spread, now)
             .expect("the 2 s window is full");
         assert_eq!(wait, Duration::from_millis(500));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_pacer_forgets_conversations_idle_for_longer_than_its_longest_window() {
+        let pacer = ConversationPacer::default();
+        pacer.pace("a:old").await;
+        tokio::time::advance(Duration::from_secs(1800)).await;
+        pacer.pace("a:recent").await;
+        tokio::time::advance(Duration::from_secs(1801)).await;
+        pacer.pace("a:new").await;
+        assert_eq!(pacer.remembered(), 2, "a:old is forgotten, a:recent is not");
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        pacer.pace("a:new").await;
+        assert_eq!(pacer.remembered(), 1);
+
+        // A conversation paused by a 429 is remembered for as long as the pause.
+        pacer.hold("a:paused", Duration::from_secs(7200));
+        tokio::time::advance(Duration::from_secs(3601)).await;
+        pacer.pace("a:new").await;
+        assert_eq!(pacer.held_for("a:paused"), Some(Duration::from_secs(3599)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hold_keeps_every_request_to_its_key_back() {
+        let pacer = ConversationPacer::default();
+        pacer.hold("a:conv", Duration::from_secs(2));
+        pacer.hold("a:conv", Duration::from_secs(1));
+        assert_eq!(
+            pacer.wait_for("a:conv", false),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(pacer.try_send("a:conv", true), Some(Duration::from_secs(2)));
+        let start = Instant::now();
+        pacer.pace("a:conv").await;
+        assert!(Instant::now().duration_since(start) >= Duration::from_secs(2));
+        assert_eq!(pacer.wait_for("a:other", false), None);
     }
 
     #[tokio::test(start_paused = true)]

@@ -2,6 +2,7 @@
 //! until shortly before they expire. One HTTP client talks to the login service.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -41,6 +42,10 @@ struct CachedToken {
     refresh_at: Instant,
 }
 
+/// One (tenant, scope) slot of the cache. Its lock is held while that token is fetched, so
+/// concurrent callers for the same key share one request and other keys are not held up.
+type Slot = Arc<Mutex<Option<CachedToken>>>;
+
 /// Fetches and caches client-credential tokens, one per (tenant, scope).
 #[derive(Debug)]
 pub struct TokenProvider {
@@ -49,7 +54,7 @@ pub struct TokenProvider {
     client_id: String,
     client_secret: String,
     retry: RetryPolicy,
-    cache: Mutex<HashMap<(String, String), CachedToken>>,
+    cache: std::sync::Mutex<HashMap<(String, String), Slot>>,
 }
 
 impl TokenProvider {
@@ -66,20 +71,19 @@ impl TokenProvider {
             client_id: client_id.to_owned(),
             client_secret: client_secret.to_owned(),
             retry,
-            cache: Mutex::new(HashMap::new()),
+            cache: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
     /// A valid token for `scope` from `{login}/{tenant}/oauth2/v2.0/token`, from the cache when
     /// it has more than a few minutes left.
     pub async fn token(&self, tenant: &str, scope: &str) -> Result<String, TokenError> {
-        let key = (tenant.to_owned(), scope.to_owned());
-        // Holding the lock while fetching means concurrent callers share one token request.
-        let mut cache = self.cache.lock().await;
-        if let Some(cached) = cache.get(&key)
-            && Instant::now() < cached.refresh_at
+        let slot = self.slot(tenant, scope);
+        let mut cached = slot.lock().await;
+        if let Some(token) = cached.as_ref()
+            && Instant::now() < token.refresh_at
         {
-            return Ok(cached.value.clone());
+            return Ok(token.value.clone());
         }
         let url = format!("{}/{}/oauth2/v2.0/token", self.login_url, tenant);
         let form = [
@@ -88,13 +92,9 @@ impl TokenProvider {
             ("client_secret", self.client_secret.as_str()),
             ("scope", scope),
         ];
-        let sent = send_with_retry(&self.retry, || self.http.post(&url).form(&form)).await?;
-        let status = sent.response.status();
-        let body = sent
-            .response
-            .text()
-            .await
-            .map_err(|e| TokenError::Body(e.to_string()))?;
+        let reply = send_with_retry(&self.retry, || self.http.post(&url).form(&form)).await?;
+        let status = reply.status;
+        let body = String::from_utf8_lossy(&reply.body).into_owned();
         if !status.is_success() {
             return Err(TokenError::Rejected {
                 status: status.as_u16(),
@@ -106,30 +106,43 @@ impl TokenProvider {
         let lifetime = Duration::from_secs(parsed.expires_in.unwrap_or(3599));
         // Short-lived tokens are refreshed at half-life rather than never being cached.
         let margin = REFRESH_MARGIN.min(lifetime / 2);
-        cache.insert(
-            key,
-            CachedToken {
-                value: parsed.access_token.clone(),
-                refresh_at: Instant::now() + lifetime - margin,
-            },
-        );
+        *cached = Some(CachedToken {
+            value: parsed.access_token.clone(),
+            refresh_at: Instant::now() + lifetime - margin,
+        });
         Ok(parsed.access_token)
     }
 
-    /// Forgets a cached token (after the service rejected it with 401).
-    pub async fn invalidate(&self, tenant: &str, scope: &str) {
-        self.cache
-            .lock()
-            .await
-            .remove(&(tenant.to_owned(), scope.to_owned()));
+    /// The cache slot of one (tenant, scope); the map's lock is held only to find it.
+    fn slot(&self, tenant: &str, scope: &str) -> Slot {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache
+            .entry((tenant.to_owned(), scope.to_owned()))
+            .or_default()
+            .clone()
+    }
+
+    /// Forgets `rejected`, a token a service answered 401 to, unless another caller has
+    /// already replaced it with a new one.
+    pub async fn invalidate(&self, tenant: &str, scope: &str, rejected: &str) {
+        let slot = self.slot(tenant, scope);
+        let mut cached = slot.lock().await;
+        if cached.as_ref().is_some_and(|t| t.value == rejected) {
+            *cached = None;
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::retry::testing::Signal;
     use wiremock::matchers::{body_string_contains, method, path};
     use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    fn token_body(token: &str) -> serde_json::Value {
+        serde_json::json!({"token_type": "Bearer", "expires_in": 3599, "access_token": token})
+    }
 
     fn policy() -> RetryPolicy {
         RetryPolicy {
@@ -201,5 +214,57 @@ mod tests {
             matches!(error, TokenError::Rejected { status: 401, .. }),
             "{error}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_slow_token_fetch_holds_up_only_callers_of_the_same_key() {
+        let login = MockServer::start().await;
+        let (slow_answer, mut arrivals) = Signal::new(
+            ResponseTemplate::new(200)
+                .set_body_json(token_body("slow-token"))
+                .set_delay(Duration::from_secs(2)),
+        );
+        Mock::given(method("POST"))
+            .and(path("/slow-tenant/oauth2/v2.0/token"))
+            .respond_with(slow_answer)
+            .expect(1)
+            .mount(&login)
+            .await;
+        Mock::given(method("POST"))
+            .and(path("/fast-tenant/oauth2/v2.0/token"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(token_body("fast-token")))
+            .mount(&login)
+            .await;
+        let tokens = Arc::new(TokenProvider::new(
+            reqwest::Client::new(),
+            &login.uri(),
+            "app",
+            "secret",
+            policy(),
+        ));
+        let slow = {
+            let tokens = tokens.clone();
+            tokio::spawn(async move { tokens.token("slow-tenant", GRAPH_SCOPE).await })
+        };
+        arrivals
+            .recv()
+            .await
+            .expect("the slow fetch reached the login service");
+        // A second caller of the same key waits for the fetch under way instead of starting one.
+        let same = {
+            let tokens = tokens.clone();
+            tokio::spawn(async move { tokens.token("slow-tenant", GRAPH_SCOPE).await })
+        };
+        assert_eq!(
+            tokens.token("fast-tenant", GRAPH_SCOPE).await.unwrap(),
+            "fast-token"
+        );
+        assert!(
+            !slow.is_finished() && !same.is_finished(),
+            "another key waited for the slow fetch"
+        );
+        for waiter in [slow, same] {
+            assert_eq!(waiter.await.unwrap().unwrap(), "slow-token");
+        }
     }
 }
