@@ -67,6 +67,35 @@ pub const TEAM_INSTALLATIONS: EntitySet = EntitySet {
     page_size: 100,
 };
 
+/// The caller of a call about `user`, once Graph's limits (and any fault) let it through.
+fn user_call(
+    state: &AppState,
+    headers: &HeaderMap,
+    operation: Operation,
+    user: &str,
+) -> Result<crate::tenant::Caller, GraphError> {
+    let caller = authenticate(state, headers)?;
+    admit(
+        state,
+        &caller,
+        operation,
+        Some(&about_user(state, &caller, user)),
+    )?;
+    Ok(caller)
+}
+
+/// The caller of a call about `team`, once Graph's limits let it through.
+fn team_call(
+    state: &AppState,
+    headers: &HeaderMap,
+    operation: Operation,
+    team: &str,
+) -> Result<crate::tenant::Caller, GraphError> {
+    let caller = authenticate(state, headers)?;
+    admit(state, &caller, operation, Some(team))?;
+    Ok(caller)
+}
+
 /// The user a call is about, by object id (as faults name users), whichever way the path names them.
 fn about_user(state: &AppState, caller: &crate::tenant::Caller, user: &str) -> String {
     let world = state.world();
@@ -137,13 +166,7 @@ async fn list_user_installations(
     Path(user): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, GraphError> {
-    let caller = authenticate(&state, &headers)?;
-    admit(
-        &state,
-        &caller,
-        Operation::GraphRead,
-        Some(&about_user(&state, &caller, &user)),
-    )?;
+    let caller = user_call(&state, &headers, Operation::GraphRead, &user)?;
     let (items, user_id) = {
         let world = state.world();
         let tenant = world.tenant_of(&caller)?;
@@ -169,13 +192,7 @@ async fn install_for_user(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, GraphError> {
-    let caller = authenticate(&state, &headers)?;
-    admit(
-        &state,
-        &caller,
-        Operation::GraphInstall,
-        Some(&about_user(&state, &caller, &user)),
-    )?;
+    let caller = user_call(&state, &headers, Operation::GraphInstall, &user)?;
     let app = bound_catalog_app(&body)?;
     let events = state.world().install_app_for_user(&caller, &user, &app)?.1;
     state.publish(events).await;
@@ -188,13 +205,7 @@ async fn get_user_installation(
     Path((user, installation)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, GraphError> {
-    let caller = authenticate(&state, &headers)?;
-    admit(
-        &state,
-        &caller,
-        Operation::GraphRead,
-        Some(&about_user(&state, &caller, &user)),
-    )?;
+    let caller = user_call(&state, &headers, Operation::GraphRead, &user)?;
     let item = {
         let world = state.world();
         let tenant = world.tenant_of(&caller)?;
@@ -216,13 +227,7 @@ async fn uninstall_for_user(
     Path((user, installation)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, GraphError> {
-    let caller = authenticate(&state, &headers)?;
-    admit(
-        &state,
-        &caller,
-        Operation::GraphUninstall,
-        Some(&about_user(&state, &caller, &user)),
-    )?;
+    let caller = user_call(&state, &headers, Operation::GraphUninstall, &user)?;
     let events = state
         .world()
         .uninstall_app_for_user(&caller, &user, &installation)?;
@@ -236,13 +241,7 @@ async fn upgrade_for_user(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, GraphError> {
-    let caller = authenticate(&state, &headers)?;
-    admit(
-        &state,
-        &caller,
-        Operation::GraphInstall,
-        Some(&about_user(&state, &caller, &user)),
-    )?;
+    let caller = user_call(&state, &headers, Operation::GraphInstall, &user)?;
     if !body.iter().all(u8::is_ascii_whitespace) {
         json_body(&body)?;
     }
@@ -259,13 +258,7 @@ async fn get_installation_chat(
     Path((user, installation)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, GraphError> {
-    let caller = authenticate(&state, &headers)?;
-    admit(
-        &state,
-        &caller,
-        Operation::GraphRead,
-        Some(&about_user(&state, &caller, &user)),
-    )?;
+    let caller = user_call(&state, &headers, Operation::GraphRead, &user)?;
     let item = {
         let world = state.world();
         let tenant = world.tenant_of(&caller)?;
@@ -283,8 +276,7 @@ async fn list_team_installations(
     Path(team): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, GraphError> {
-    let caller = authenticate(&state, &headers)?;
-    admit(&state, &caller, Operation::GraphRead, Some(&team))?;
+    let caller = team_call(&state, &headers, Operation::GraphRead, &team)?;
     let items = {
         let world = state.world();
         let tenant = world.tenant_of(&caller)?;
@@ -309,8 +301,7 @@ async fn install_for_team(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, GraphError> {
-    let caller = authenticate(&state, &headers)?;
-    admit(&state, &caller, Operation::GraphInstall, Some(&team))?;
+    let caller = team_call(&state, &headers, Operation::GraphInstall, &team)?;
     let app = bound_catalog_app(&body)?;
     let events = state.world().install_app_for_team(&caller, &team, &app)?.1;
     state.publish(events).await;
@@ -323,8 +314,7 @@ async fn get_team_installation(
     Path((team, installation)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, GraphError> {
-    let caller = authenticate(&state, &headers)?;
-    admit(&state, &caller, Operation::GraphRead, Some(&team))?;
+    let caller = team_call(&state, &headers, Operation::GraphRead, &team)?;
     let item = {
         let world = state.world();
         let tenant = world.tenant_of(&caller)?;
@@ -346,8 +336,7 @@ async fn uninstall_for_team(
     Path((team, installation)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, GraphError> {
-    let caller = authenticate(&state, &headers)?;
-    admit(&state, &caller, Operation::GraphUninstall, Some(&team))?;
+    let caller = team_call(&state, &headers, Operation::GraphUninstall, &team)?;
     let events = state
         .world()
         .uninstall_app_for_team(&caller, &team, &installation)?;

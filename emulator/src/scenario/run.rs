@@ -849,14 +849,9 @@ impl<'a> Run<'a> {
                         .map(|m| format!(" matching {m}"))
                         .unwrap_or_default()
                 );
-                let since = if a.since == Since::Start {
-                    0
-                } else {
-                    self.delivery_mark
-                };
+                let since = a.since;
                 self.poll(within, &describe, |run| {
-                    let records = run.emulator.state().delivery.records();
-                    let window: Vec<_> = records.iter().filter(|r| r.seq > since).collect();
+                    let window = run.deliveries(since);
                     // Delivered means the bot took it (2xx): one it refused did not arrive.
                     let found = window.iter().any(|r| {
                         r.ok && a.kind.as_ref().is_none_or(|k| &r.activity_type == k)
@@ -935,14 +930,9 @@ impl<'a> Run<'a> {
                         .map(|s| format!(" answered {s}"))
                         .unwrap_or_default()
                 );
-                let since = if d.since == Since::Start {
-                    0
-                } else {
-                    self.delivery_mark
-                };
+                let since = d.since;
                 self.poll(within, &describe, |run| {
-                    let records = run.emulator.state().delivery.records();
-                    let window: Vec<_> = records.iter().filter(|r| r.seq > since).collect();
+                    let window = run.deliveries(since);
                     let found = window.iter().any(|r| {
                         d.kind.as_ref().is_none_or(|k| &r.activity_type == k)
                             && d.ok.is_none_or(|ok| r.ok == ok)
@@ -966,6 +956,18 @@ impl<'a> Run<'a> {
                 .await
             }
         }
+    }
+
+    /// Deliveries in the window an expectation looks at.
+    fn deliveries(&self, since: Since) -> Vec<crate::delivery::DeliveryRecord> {
+        let mark = if since == Since::Start {
+            0
+        } else {
+            self.delivery_mark
+        };
+        let mut records = self.emulator.state().delivery.records();
+        records.retain(|r| r.seq > mark);
+        records
     }
 
     fn within(&self, within: &Option<String>) -> Result<Duration, Failure> {
