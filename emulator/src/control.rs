@@ -28,6 +28,7 @@ pub fn router() -> Router<AppState> {
             get(list_faults).post(add_fault).delete(clear_faults),
         )
         .route("/reset", post(reset))
+        .route("/inspector", get(inspector))
         .route("/users/{user}/messages", post(user_writes_to_bot))
         .route("/users/{user}/block", post(block_bot).delete(unblock_bot))
         .route(
@@ -101,6 +102,11 @@ async fn add_fault(State(state): State<AppState>, body: Bytes) -> Result<Respons
         .add_fault(spec)
         .map_err(GraphError::bad_request)?;
     Ok(StatusCode::CREATED.into_response())
+}
+
+/// A live page of the conversations, deliveries and faults, for a person watching a bot.
+async fn inspector() -> axum::response::Html<&'static str> {
+    axum::response::Html(include_str!("inspector.html"))
 }
 
 /// Back to the configured tenants, with nothing installed, sent or recorded.

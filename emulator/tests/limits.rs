@@ -181,3 +181,24 @@ async fn reset_forgets_installs_messages_deliveries_and_faults() {
     env.install_for(MEGAN).await;
     env.wait_for_activities(4).await;
 }
+
+#[tokio::test]
+async fn the_inspector_page_is_served() {
+    let env = start(BotAuth::None).await;
+    let page = reqwest::get(env.url("/_emulator/inspector"))
+        .await
+        .expect("inspector");
+    assert_eq!(page.status(), 200);
+    assert!(
+        page.headers()["content-type"]
+            .to_str()
+            .unwrap_or_default()
+            .starts_with("text/html")
+    );
+    let html = page.text().await.expect("html");
+    assert!(html.contains("<title>teams-emulator inspector</title>"));
+    assert!(
+        html.contains("/_emulator/") && html.contains("textContent"),
+        "reads the control API and renders text safely"
+    );
+}
