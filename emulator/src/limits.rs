@@ -117,11 +117,18 @@ const GRAPH_READ: &[Rule] = &[rule(1, 60)];
 const GRAPH_INSTALL: &[Rule] = &[rule(1, 30)];
 const GRAPH_UNINSTALL: &[Rule] = &[rule(1, 15)];
 
+/// A call that arrives this soon after a refusal was in flight when it was given, not a retry.
+const IN_FLIGHT_GRACE: Duration = Duration::milliseconds(250);
+/// Early retries kept for reports; the count goes on past it.
+pub const MAX_EARLY_RECORDS: usize = 1000;
+/// The longest window of any rule: older events count for nothing.
+const LONGEST_WINDOW: Duration = Duration::seconds(3600);
+
 #[derive(Clone, PartialEq, Eq, Hash)]
 enum Key {
     BotConversation(Operation, Uuid, String),
     Conversation(Operation, String),
-    AppTenant(Operation, Uuid, Uuid),
+    AppTenant(Operation, Uuid, Uuid, Option<Uuid>),
 }
 
 /// A call that came back before the `Retry-After` it was given had passed.
@@ -138,9 +145,11 @@ pub struct EarlyRetry {
 pub struct Limits {
     throttling: bool,
     events: Mutex<HashMap<Key, VecDeque<DateTime<Utc>>>>,
-    /// Who was told to wait until when, and who did not.
-    not_before: Mutex<HashMap<(Operation, String), DateTime<Utc>>>,
+    /// Who was told to wait until when (and when they were told), and who did not.
+    not_before: Mutex<HashMap<(Operation, String), (DateTime<Utc>, DateTime<Utc>)>>,
     early: Mutex<Vec<EarlyRetry>>,
+    early_total: std::sync::atomic::AtomicUsize,
+    admitted: std::sync::atomic::AtomicUsize,
     faults: Mutex<Vec<FaultState>>,
     rng: Mutex<StdRng>,
     pub seed: u64,
@@ -168,6 +177,8 @@ impl Limits {
             events: Mutex::default(),
             not_before: Mutex::default(),
             early: Mutex::default(),
+            early_total: Default::default(),
+            admitted: Default::default(),
             faults: Mutex::default(),
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
             seed,
@@ -190,6 +201,11 @@ impl Limits {
             .clone()
     }
 
+    /// How many calls retried early in all (the list keeps the latest [`MAX_EARLY_RECORDS`]).
+    pub fn early_retry_count(&self) -> usize {
+        self.early_total.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Calls that retried before their `Retry-After` had passed.
     pub fn early_retries(&self) -> Vec<EarlyRetry> {
         self.early.lock().unwrap_or_else(|e| e.into_inner()).clone()
@@ -197,28 +213,36 @@ impl Limits {
 
     /// Refuses (again, as Teams does) a call made before the `Retry-After` its caller was given,
     /// and records it; remembers the wait a refusal gives.
+    /// Refuses (again, as Teams does) a call made before the `Retry-After` its caller was given,
+    /// and records it, before the call can use up a fault or count against a limit; otherwise
+    /// makes the `attempt` and remembers the wait a refusal gives.
     fn retry_discipline(
         &self,
         now: DateTime<Utc>,
         operation: Operation,
         about: &str,
-        outcome: Result<(), Refusal>,
+        attempt: impl FnOnce() -> Result<(), Refusal>,
     ) -> Result<(), Refusal> {
         let key = (operation, about.to_string());
         let mut not_before = self.not_before.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(until) = not_before.get(&key).copied()
-            && now < until
-        {
+        not_before.retain(|_, (until, _)| *until > now);
+        if let Some((until, refused_at)) = not_before.get(&key).copied() {
             let early_by_ms = (until - now).num_milliseconds();
-            self.early
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(EarlyRetry {
+            // A call sent before the refusal could have reached its caller is not a retry.
+            if now - refused_at >= IN_FLIGHT_GRACE {
+                let mut early = self.early.lock().unwrap_or_else(|e| e.into_inner());
+                if early.len() >= MAX_EARLY_RECORDS {
+                    early.remove(0);
+                }
+                early.push(EarlyRetry {
                     operation,
                     about: about.to_string(),
                     at: now,
                     early_by_ms,
                 });
+                self.early_total
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
             let secs = (early_by_ms.max(1) as u64).div_ceil(1000);
             return Err(Refusal {
                 status: 429,
@@ -229,10 +253,11 @@ impl Limits {
                 retry_after: Some(secs),
             });
         }
+        let outcome = attempt();
         if let Err(refusal) = &outcome
             && let Some(secs) = refusal.retry_after
         {
-            not_before.insert(key, now + Duration::seconds(secs as i64));
+            not_before.insert(key, (now + Duration::seconds(secs as i64), now));
         }
         outcome
     }
@@ -248,6 +273,8 @@ impl Limits {
             .unwrap_or_else(|e| e.into_inner())
             .clear();
         self.early.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.early_total
+            .store(0, std::sync::atomic::Ordering::SeqCst);
         self.clear_faults();
     }
 
@@ -270,10 +297,11 @@ impl Limits {
             .split(";messageid=")
             .next()
             .unwrap_or(conversation);
-        let outcome = self
-            .fault(operation, Some(conversation))
-            .and_then(|()| self.connector_limits(now, operation, bot, base));
-        self.retry_discipline(now, operation, &format!("{bot} {base}"), outcome)
+        let attempt = || {
+            self.fault(operation, Some(conversation))
+                .and_then(|()| self.connector_limits(now, operation, bot, base))
+        };
+        self.retry_discipline(now, operation, &format!("{bot} {base}"), attempt)
     }
 
     fn connector_limits(
@@ -302,12 +330,13 @@ impl Limits {
     }
 
     /// A Graph call by `app` in `tenant`.
+    /// A Graph call by `app` in `tenant`, for `user` when the token is delegated (Graph counts a
+    /// signed-in user's calls apart from the app's own).
     pub fn admit_graph(
         &self,
         now: DateTime<Utc>,
         operation: Operation,
-        app: Uuid,
-        tenant: Uuid,
+        caller: (Uuid, Uuid, Option<Uuid>),
         about: Option<&str>,
     ) -> Result<(), Refusal> {
         let rules = match operation {
@@ -315,14 +344,21 @@ impl Limits {
             Operation::GraphUninstall => GRAPH_UNINSTALL,
             _ => GRAPH_READ,
         };
-        let outcome = self.fault(operation, about).and_then(|()| {
-            self.throttle(
-                now,
-                &[(Key::AppTenant(operation, app, tenant), rules)],
-                "Please retry again later.",
-            )
-        });
-        self.retry_discipline(now, operation, &format!("{app} {tenant}"), outcome)
+        let (app, tenant, user) = caller;
+        let attempt = || {
+            self.fault(operation, about).and_then(|()| {
+                self.throttle(
+                    now,
+                    &[(Key::AppTenant(operation, app, tenant, user), rules)],
+                    "Please retry again later.",
+                )
+            })
+        };
+        let who = match user {
+            Some(u) => format!("{app} {tenant} {u}"),
+            None => format!("{app} {tenant}"),
+        };
+        self.retry_discipline(now, operation, &who, attempt)
     }
 
     fn fault(&self, operation: Operation, about: Option<&str>) -> Result<(), Refusal> {
@@ -374,6 +410,15 @@ impl Limits {
             return Ok(());
         }
         let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        // Now and then, forget conversations that have been quiet for longer than any window.
+        if self
+            .admitted
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            % 1024
+            == 1023
+        {
+            events.retain(|_, list| list.back().is_some_and(|t| *t > now - LONGEST_WINDOW));
+        }
         let mut wait: Option<Duration> = None;
         for (key, rules) in checks {
             let Some(list) = events.get_mut(key) else {
@@ -517,6 +562,96 @@ mod tests {
                 .is_ok()
         );
         assert_eq!(limits.early_retries().len(), 1);
+    }
+
+    #[test]
+    fn an_early_retry_uses_up_no_fault_and_counts_for_no_limit() {
+        let limits = Limits::new(true, 0);
+        let fault = FaultSpec {
+            operation: Operation::Send,
+            status: 503,
+            code: None,
+            message: None,
+            retry_after: Some(5),
+            times: Some(2),
+            probability: None,
+            about: None,
+        };
+        limits.add_fault(fault).unwrap();
+        let (t0, bot) = (Utc::now(), Uuid::nil());
+        assert_eq!(
+            limits
+                .admit_connector(t0, Operation::Send, bot, "a:1")
+                .unwrap_err()
+                .status,
+            503
+        );
+        for i in 1..=20 {
+            let early = limits
+                .admit_connector(
+                    t0 + Duration::seconds(1) + Duration::milliseconds(i),
+                    Operation::Send,
+                    bot,
+                    "a:1",
+                )
+                .unwrap_err();
+            assert_eq!(early.status, 429);
+        }
+        assert_eq!(
+            limits.faults()[0].fired,
+            1,
+            "early calls did not reach the fault"
+        );
+        // After the wait, the second fault fires, and then the chat takes its seven sends.
+        let later = t0 + Duration::seconds(5);
+        assert_eq!(
+            limits
+                .admit_connector(later, Operation::Send, bot, "a:1")
+                .unwrap_err()
+                .status,
+            503
+        );
+        let after = later + Duration::seconds(5);
+        for i in 0..7 {
+            limits
+                .admit_connector(
+                    after + Duration::milliseconds(i),
+                    Operation::Send,
+                    bot,
+                    "a:1",
+                )
+                .unwrap();
+        }
+        assert_eq!(limits.early_retry_count(), 20);
+    }
+
+    #[test]
+    fn a_call_already_in_flight_when_refused_is_not_an_early_retry() {
+        let limits = Limits::new(false, 0);
+        let fault = FaultSpec {
+            operation: Operation::Send,
+            status: 429,
+            code: None,
+            message: None,
+            retry_after: Some(2),
+            times: Some(1),
+            probability: None,
+            about: None,
+        };
+        limits.add_fault(fault).unwrap();
+        let (t0, bot) = (Utc::now(), Uuid::nil());
+        assert!(
+            limits
+                .admit_connector(t0, Operation::Send, bot, "a:1")
+                .is_err()
+        );
+        // sent at the same moment: refused as well, but not held against the caller
+        assert!(
+            limits
+                .admit_connector(t0 + Duration::milliseconds(50), Operation::Send, bot, "a:1")
+                .is_err()
+        );
+        assert!(limits.early_retries().is_empty());
     }
 
     #[test]

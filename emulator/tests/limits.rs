@@ -69,7 +69,7 @@ async fn the_eighth_message_in_a_second_to_one_chat_is_throttled_with_retry_afte
 
 #[tokio::test]
 async fn an_injected_fault_fires_then_an_early_retry_is_refused_and_recorded() {
-    let env = start(BotAuth::Signed).await;
+    let env = start_on_manual_clock(BotAuth::Signed).await;
     env.install_for(MEGAN).await;
     let token = env.bot_token().await;
     let conversation = env.open_conversation(Some(&token), MEGAN).await;
@@ -91,7 +91,8 @@ async fn an_injected_fault_fires_then_an_early_retry_is_refused_and_recorded() {
             .and_then(|v| v.to_str().ok()),
         Some("30")
     );
-    // The bot did not wait: Teams throttles it again, and the emulator says so.
+    // The bot waited a second, not thirty: Teams throttles it again, and the emulator says so.
+    env.emu.clock().advance(chrono::Duration::seconds(1));
     let early = send(&env, &token, &conversation, "too soon").await;
     assert_eq!(early.status(), 429);
     let (_, faults) = env
@@ -148,13 +149,23 @@ async fn reset_forgets_installs_messages_deliveries_and_faults() {
     let env = start(BotAuth::Signed).await;
     env.install_for(MEGAN).await;
     env.wait_for_activities(2).await;
-    env.call(
-        Method::POST,
-        &env.url("/_emulator/faults"),
-        None,
-        Some(json!({"operation": "send", "status": 503})),
-    )
-    .await;
+    let (added, _) = env
+        .call(
+            Method::POST,
+            &env.url("/_emulator/faults"),
+            None,
+            Some(json!({"operation": "send", "status": 503})),
+        )
+        .await;
+    assert_eq!(added, 201);
+    let (_, before) = env
+        .call(Method::GET, &env.url("/_emulator/faults"), None, None)
+        .await;
+    assert_eq!(
+        before["faults"].as_array().map(Vec::len),
+        Some(1),
+        "{before}"
+    );
     let (status, _) = env
         .call(Method::POST, &env.url("/_emulator/reset"), None, None)
         .await;

@@ -147,7 +147,12 @@ pub fn admit(
     let now = state.world().now();
     state
         .limits
-        .admit_graph(now, operation, caller.app_id, caller.tenant, about)
+        .admit_graph(
+            now,
+            operation,
+            (caller.app_id, caller.tenant, caller.user),
+            about,
+        )
         .map_err(GraphError::from)
 }
 
