@@ -96,12 +96,50 @@ async fn health(State(state): State<AppState>) -> axum::Json<Value> {
 
 /// `{"operation": "send", "status": 429, "retryAfter"…}`: see [`crate::limits::FaultSpec`].
 async fn add_fault(State(state): State<AppState>, body: Bytes) -> Result<Response, GraphError> {
-    let spec: crate::limits::FaultSpec = serde_json::from_slice(&body).map_err(|e| GraphError::bad_request(format!("Not a fault: {e}. Give operation (send, roster, graph_read, graph_install, graph_uninstall), status, and optionally code, message, retry_after, times, probability, about.")))?;
+    let mut spec: crate::limits::FaultSpec = serde_json::from_slice(&body).map_err(|e| GraphError::bad_request(format!("Not a fault: {e}. Give operation (send, roster, graph_read, graph_install, graph_uninstall), status, and optionally code, message, retry_after, times, probability, about.")))?;
+    if let Some(about) = &spec.about {
+        let world = state.world();
+        spec.about =
+            Some(resolve_about(&world, spec.operation, about).map_err(GraphError::bad_request)?);
+    }
     state
         .limits
         .add_fault(spec)
         .map_err(GraphError::bad_request)?;
     Ok(StatusCode::CREATED.into_response())
+}
+
+/// What a fault is about, as calls name it to the limits: for the Connector a chat's Graph id or
+/// a channel's id (from any conversation id, a user — their chat with the bot — or a team); for
+/// Graph a user's or team's object id (from a key, UPN or id).
+fn resolve_about(
+    world: &crate::tenant::World,
+    operation: crate::limits::Operation,
+    about: &str,
+) -> Result<String, String> {
+    use crate::limits::Operation;
+    let connector = matches!(operation, Operation::Send | Operation::Roster);
+    if connector && let Some((_, conversation)) = world.find_conversation(about) {
+        return Ok(crate::connector::limits_key(&conversation));
+    }
+    for t in &world.tenants {
+        if let Ok(u) = t.user_by_handle(about) {
+            return Ok(match (connector, t.catalog.iter().find_map(|a| a.bot_id)) {
+                (true, Some(bot)) => crate::ids::one_on_one_chat_id(bot, u.id),
+                _ => u.id.to_string(),
+            });
+        }
+        if let Ok(team) = t.team_by_handle(about) {
+            return Ok(if connector {
+                team.thread_id.clone()
+            } else {
+                team.id.to_string()
+            });
+        }
+    }
+    Err(format!(
+        "'{about}' names no conversation, user or team of the emulated tenants"
+    ))
 }
 
 /// A live page of the conversations, deliveries and faults, for a person watching a bot.

@@ -26,7 +26,7 @@ pub enum Operation {
     Send,
     /// Connector: members, paged members, one member, team details and channels.
     Roster,
-    /// Graph: reading installations, the catalog, chats.
+    /// Graph: reading users, the catalog, installations, chats and their messages.
     GraphRead,
     /// Graph: installing or upgrading an app.
     GraphInstall,

@@ -115,6 +115,7 @@ async fn an_injected_fault_fires_then_an_early_retry_is_refused_and_recorded() {
         json!({"operation": "send", "status": 200}),
         json!({"operation": "fly", "status": 500}),
         json!({"status": 500}),
+        json!({"operation": "send", "status": 500, "about": "nobody-at-all"}),
     ] {
         let (status, body) = env
             .call(Method::POST, &env.url("/_emulator/faults"), None, Some(bad))
@@ -211,5 +212,36 @@ async fn the_inspector_page_is_served() {
     assert!(
         html.contains("/_emulator/") && html.contains("textContent"),
         "reads the control API and renders text safely"
+    );
+}
+
+#[tokio::test]
+async fn a_fault_names_its_user_or_conversation_any_way_the_bot_does() {
+    let env = start(BotAuth::Signed).await;
+    env.install_for(MEGAN).await;
+    let token = env.bot_token().await;
+    let conversation = env.open_conversation(Some(&token), MEGAN).await;
+    // by UPN: the user's chat with the bot, whether the bot sends to the a: id or the Graph id
+    for about in [json!(MEGAN), json!(conversation.clone())] {
+        let (status, body) = env
+            .call(
+                Method::POST,
+                &env.url("/_emulator/faults"),
+                None,
+                Some(json!({"operation": "send", "status": 502, "about": about})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    assert_eq!(send(&env, &token, &conversation, "one").await.status(), 502);
+    assert_eq!(
+        send(&env, &token, &env.chat_id(MEGAN), "two")
+            .await
+            .status(),
+        502
+    );
+    assert_eq!(
+        send(&env, &token, &conversation, "three").await.status(),
+        201
     );
 }

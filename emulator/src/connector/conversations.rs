@@ -132,15 +132,15 @@ pub async fn create_conversation(
                 .or_else(|| tenant.conversation_bot(&conversation))
                 .ok_or(ConversationError::BotNotInRoster)?;
             tenant.check_bot_may_post(bot, &conversation)?;
+            let activity = initial.ok_or_else(|| {
+                ConnectorError::bad_argument("A new channel thread needs an initial 'activity'.")
+            })?;
             state.limits.admit_connector(
                 now,
                 crate::limits::Operation::Send,
                 bot,
                 &super::limits_key(&conversation),
             )?;
-            let activity = initial.ok_or_else(|| {
-                ConnectorError::bad_argument("A new channel thread needs an initial 'activity'.")
-            })?;
             let thread_id = format!("{channel};messageid={message_id}");
             let stored = bot_activity(
                 tenant,
@@ -210,11 +210,13 @@ pub async fn create_conversation(
                     "Say which bot is creating the conversation: 'bot': {\"id\": \"28:{appId}\"}.",
                 )
             })?;
-            let chat = tenant.open_personal_conversation(bot, user, now)?;
-            let (chat_id, conversation_id) = (chat.id.clone(), chat.conversation_id.clone());
+            // Admitted before the chat exists: a refused create leaves nothing behind.
+            let chat_id = crate::ids::one_on_one_chat_id(bot, user);
             state
                 .limits
                 .admit_connector(now, crate::limits::Operation::Send, bot, &chat_id)?;
+            let chat = tenant.open_personal_conversation(bot, user, now)?;
+            let (chat_id, conversation_id) = (chat.id.clone(), chat.conversation_id.clone());
             let mut answer = json!({"id": conversation_id, "serviceUrl": service_url});
             let mut sent = None;
             if let Some(activity) = initial {

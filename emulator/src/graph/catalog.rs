@@ -67,6 +67,7 @@ async fn list_teams_apps(
     headers: HeaderMap,
 ) -> Result<Response, GraphError> {
     let caller = authenticate(&state, &headers)?;
+    super::admit(&state, &caller, crate::limits::Operation::GraphRead, None)?;
     caller.authorize(&permissions::READ_APP_CATALOG)?;
     let items = {
         let world = state.world();
@@ -87,6 +88,7 @@ async fn get_teams_app(
     headers: HeaderMap,
 ) -> Result<Response, GraphError> {
     let caller = authenticate(&state, &headers)?;
+    super::admit(&state, &caller, crate::limits::Operation::GraphRead, None)?;
     caller.authorize(&permissions::READ_APP_CATALOG)?;
     let item = {
         let world = state.world();

@@ -203,6 +203,7 @@ async fn list_user_chats(
     headers: HeaderMap,
 ) -> Result<Response, GraphError> {
     let caller = authenticate(&state, &headers)?;
+    super::admit(&state, &caller, crate::limits::Operation::GraphRead, None)?;
     let (items, user_id) = {
         let world = state.world();
         let tenant = world.tenant_of(&caller)?;
@@ -229,6 +230,7 @@ async fn get_chat(
     headers: HeaderMap,
 ) -> Result<Response, GraphError> {
     let caller = authenticate(&state, &headers)?;
+    super::admit(&state, &caller, crate::limits::Operation::GraphRead, None)?;
     let item = {
         let world = state.world();
         let tenant = world.tenant_of(&caller)?;
@@ -247,6 +249,7 @@ async fn list_chat_messages(
     headers: HeaderMap,
 ) -> Result<Response, GraphError> {
     let caller = authenticate(&state, &headers)?;
+    super::admit(&state, &caller, crate::limits::Operation::GraphRead, None)?;
     let world = state.world();
     let tenant = world.tenant_of(&caller)?;
     let chat = tenant.readable_chat(&caller, &chat, &permissions::READ_CHAT_MESSAGES)?;

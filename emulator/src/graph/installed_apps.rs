@@ -92,7 +92,19 @@ fn team_call(
     team: &str,
 ) -> Result<crate::tenant::Caller, GraphError> {
     let caller = authenticate(state, headers)?;
-    admit(state, &caller, operation, Some(team))?;
+    let about = {
+        let world = state.world();
+        world
+            .tenant(caller.tenant)
+            .and_then(|t| t.team(team).ok())
+            .map(|t| t.id.to_string())
+    };
+    admit(
+        state,
+        &caller,
+        operation,
+        Some(about.as_deref().unwrap_or(team)),
+    )?;
     Ok(caller)
 }
 

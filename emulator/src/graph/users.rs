@@ -54,6 +54,7 @@ async fn list_users(
     headers: HeaderMap,
 ) -> Result<Response, GraphError> {
     let caller = authenticate(&state, &headers)?;
+    super::admit(&state, &caller, crate::limits::Operation::GraphRead, None)?;
     caller.authorize(&permissions::READ_USERS)?;
     let world = state.world();
     let users = &world.tenant_of(&caller)?.users;
@@ -67,6 +68,7 @@ async fn get_user(
     headers: HeaderMap,
 ) -> Result<Response, GraphError> {
     let caller = authenticate(&state, &headers)?;
+    super::admit(&state, &caller, crate::limits::Operation::GraphRead, None)?;
     caller.authorize(&permissions::READ_USERS)?;
     let item = {
         let world = state.world();
