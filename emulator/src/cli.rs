@@ -243,6 +243,19 @@ pub async fn run(args: RunArgs) -> ExitCode {
     // Dropping unfinished scenarios stops their bots and emulators.
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
+    // Scenarios the interrupt stopped (or never started) are in the reports too, as not passed.
+    for (i, (name, file)) in names.values() {
+        if !results.iter().any(|(done, _)| done == i) {
+            results.push((
+                *i,
+                run::ScenarioResult::broken(
+                    name.clone(),
+                    file.clone(),
+                    "interrupted before it finished".into(),
+                ),
+            ));
+        }
+    }
     results.sort_by_key(|(i, _)| *i);
     let results: Vec<_> = results.into_iter().map(|(_, r)| r).collect();
     if let Some(path) = &args.junit

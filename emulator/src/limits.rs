@@ -117,6 +117,9 @@ const GRAPH_READ: &[Rule] = &[rule(1, 60)];
 const GRAPH_INSTALL: &[Rule] = &[rule(1, 30)];
 const GRAPH_UNINSTALL: &[Rule] = &[rule(1, 15)];
 
+/// Until when a caller must wait, and when it was told.
+type Wait = (DateTime<Utc>, DateTime<Utc>);
+
 /// A call that arrives this soon after a refusal was in flight when it was given, not a retry.
 const IN_FLIGHT_GRACE: Duration = Duration::milliseconds(250);
 /// Early retries kept for reports; the count goes on past it.
@@ -146,7 +149,7 @@ pub struct Limits {
     throttling: bool,
     events: Mutex<HashMap<Key, VecDeque<DateTime<Utc>>>>,
     /// Who was told to wait until when (and when they were told), and who did not.
-    not_before: Mutex<HashMap<(Operation, String), (DateTime<Utc>, DateTime<Utc>)>>,
+    not_before: Mutex<HashMap<(Operation, String), Wait>>,
     early: Mutex<Vec<EarlyRetry>>,
     early_total: std::sync::atomic::AtomicUsize,
     admitted: std::sync::atomic::AtomicUsize,

@@ -264,9 +264,6 @@ impl Checker<'_> {
             Step::ExpectCount(_) if q.messages.is_none() => {
                 Err("expect_count needs 'messages': the number expected".into())
             }
-            Step::ExpectCount(_) if q.watch.is_some() => {
-                Err("expect_count takes 'within', not 'for'".into())
-            }
             _ => Ok(()),
         }
     }

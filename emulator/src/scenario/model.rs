@@ -307,7 +307,8 @@ pub struct MessageQuery {
     /// `expect_message`, `expect_count`: how long to wait (default `5s`).
     #[serde(default)]
     pub within: Option<String>,
-    /// `expect_no_message`: how long to watch (default `1s`).
+    /// `expect_no_message`: how long to watch (default `1s`); `expect_count`: how long the count
+    /// must hold once reached (default `500ms`).
     #[serde(default, rename = "for")]
     pub watch: Option<String>,
     /// `expect_count`: the number of matching bot messages.

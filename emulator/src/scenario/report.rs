@@ -165,9 +165,10 @@ pub fn junit_xml(results: &[ScenarioResult]) -> io::Result<Vec<u8>> {
     w.write_event(Event::Start(suite)).map_err(err_io)?;
     for r in results {
         let mut case = BytesStart::new("testcase");
-        case.push_attribute(("name", r.name.as_str()));
-        case.push_attribute(("classname", r.file.as_str()));
-        case.push_attribute(("file", r.file.as_str()));
+        let (name, file) = (xml_safe(&r.name), xml_safe(&r.file));
+        case.push_attribute(("name", name.as_str()));
+        case.push_attribute(("classname", file.as_str()));
+        case.push_attribute(("file", file.as_str()));
         case.push_attribute(("time", format!("{:.3}", r.duration.as_secs_f64()).as_str()));
         w.write_event(Event::Start(case)).map_err(err_io)?;
         if !r.passed() {

@@ -362,6 +362,8 @@ impl BotUnderTest {
             .map_err(|e| format!("the bot command '{cmd}' could not start: {e}"))?;
         // process_group(0) made the child the leader of a group with its own pid.
         let group = child.id().and_then(|p| i32::try_from(p).ok());
+        // Until the bot is up and owned by a BotUnderTest, a run cut short must still stop it.
+        let guard = GroupGuard(group);
         let output = Arc::new(Mutex::new(Vec::new()));
         for stream in [
             child
@@ -390,12 +392,14 @@ impl BotUnderTest {
                 }
             });
         }
+        // Ready when the messaging endpoint accepts connections (it may not be on PORT).
+        let ready_at = url::Url::parse(&endpoint)
+            .ok()
+            .and_then(|u| Some(format!("{}:{}", u.host_str()?, u.port_or_known_default()?)))
+            .unwrap_or_else(|| format!("127.0.0.1:{port}"));
         let deadline = Instant::now() + ready_timeout;
         loop {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
+            if tokio::net::TcpStream::connect(&ready_at).await.is_ok() {
                 break;
             }
             if let Ok(Some(status)) = child.try_wait() {
@@ -413,11 +417,12 @@ impl BotUnderTest {
                         .into_owned();
                 terminate(&mut child, group).await;
                 return Err(format!(
-                    "the bot command '{cmd}' did not accept connections on port {port} within {ready_timeout:?}:\n{out}"
+                    "the bot command '{cmd}' did not accept connections on {ready_at} within {ready_timeout:?}:\n{out}"
                 ));
             }
             tokio::time::sleep(POLL_EVERY).await;
         }
+        guard.disarm();
         Ok(Self {
             url,
             endpoint,
@@ -459,6 +464,21 @@ impl BotUnderTest {
 enum Signal {
     Term,
     Kill,
+}
+
+/// Kills a bot command's process group when dropped, unless disarmed.
+struct GroupGuard(Option<i32>);
+
+impl GroupGuard {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        signal_group(self.0, Signal::Kill);
+    }
 }
 
 /// Signals the bot command's process group (it runs in its own), so what it started stops too.
@@ -880,36 +900,59 @@ impl<'a> Run<'a> {
             }
             Step::Fault(f) => self.fault(f),
             Step::ExpectFault(e) => {
+                // The count must be reached and then hold: a fault may still be firing.
                 let within = self.within(&e.within)?;
-                let describe = format!("the latest fault to have fired {} time(s)", e.fired);
-                self.poll(within, &describe, |run| {
-                    let faults = run.emulator.state().limits.faults();
-                    let fired = faults.last().map(|f| f.fired);
-                    (
-                        fired == Some(e.fired),
-                        vec![format!("fired {} time(s)", fired.unwrap_or(0))],
-                    )
-                })
-                .await
+                let describe =
+                    format!("the latest fault to have fired exactly {} time(s)", e.fired);
+                let deadline = Instant::now() + within;
+                let mut reached: Option<Instant> = None;
+                loop {
+                    let fired = self
+                        .emulator
+                        .state()
+                        .limits
+                        .faults()
+                        .last()
+                        .map(|f| f.fired)
+                        .unwrap_or(0);
+                    let seen = vec![format!("fired {fired} time(s)")];
+                    if fired > e.fired {
+                        return Err(Failure::new(describe, seen));
+                    }
+                    if fired == e.fired {
+                        if reached.get_or_insert_with(Instant::now).elapsed() >= QUIET_PERIOD {
+                            return Ok(());
+                        }
+                    } else if Instant::now() >= deadline {
+                        return Err(Failure::new(describe, seen));
+                    }
+                    tokio::time::sleep(POLL_EVERY).await;
+                }
             }
             Step::ExpectRetriesHonoured(_) => {
-                let early = self.emulator.state().limits.early_retries();
-                if early.is_empty() {
-                    Ok(())
-                } else {
-                    let seen = early
-                        .iter()
-                        .map(|e| {
-                            format!(
-                                "{:?} about {} retried {} ms before its Retry-After had passed",
-                                e.operation, e.about, e.early_by_ms
-                            )
-                        })
-                        .collect();
-                    Err(Failure::new(
-                        "every retry to wait for the Retry-After it was given",
-                        seen,
-                    ))
+                // Retries made by work still under way count too: watch for a moment.
+                let deadline = Instant::now() + QUIET_PERIOD * 2;
+                loop {
+                    let early = self.emulator.state().limits.early_retries();
+                    if !early.is_empty() {
+                        let seen = early
+                            .iter()
+                            .map(|e| {
+                                format!(
+                                    "{:?} about {} retried {} ms before its Retry-After had passed",
+                                    e.operation, e.about, e.early_by_ms
+                                )
+                            })
+                            .collect();
+                        return Err(Failure::new(
+                            "every retry to wait for the Retry-After it was given",
+                            seen,
+                        ));
+                    }
+                    if Instant::now() >= deadline {
+                        return Ok(());
+                    }
+                    tokio::time::sleep(POLL_EVERY).await;
                 }
             }
             Step::ExpectDelivery(d) => {
@@ -1390,7 +1433,10 @@ impl<'a> Run<'a> {
     /// Waits for the count, then for it to stay put a moment: a duplicate often comes right after.
     async fn expect_count(&mut self, q: &MessageQuery) -> Result<(), Failure> {
         let within = self.within(&q.within)?;
-        let quiet = within.min(QUIET_PERIOD);
+        let quiet = match &q.watch {
+            Some(w) => parse_duration(w).map_err(Failure::plain)?,
+            None => within.min(QUIET_PERIOD),
+        };
         let wanted = q.messages.unwrap_or(0);
         let (_, label) = self.conversation(q)?;
         let describe = format!(
