@@ -841,6 +841,88 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn retry_after_on_a_503_is_waited_out_and_holds_the_conversation() {
+        for status in [503, 502, 504, 412] {
+            let server = MockServer::start().await;
+            let (unavailable, mut arrivals) = crate::retry::testing::Signal::new(
+                ResponseTemplate::new(status).insert_header("Retry-After", "1"),
+            );
+            Mock::given(method("POST"))
+                .and(path(ACTIVITIES))
+                .respond_with(unavailable)
+                .up_to_n_times(1)
+                .expect(1)
+                .mount(&server)
+                .await;
+            let (accepted, mut later) = crate::retry::testing::Signal::new(
+                ResponseTemplate::new(201).set_body_json(json!({"id": "1"})),
+            );
+            Mock::given(method("POST"))
+                .and(path(ACTIVITIES))
+                .respond_with(accepted)
+                .expect(2)
+                .mount(&server)
+                .await;
+            let client = Arc::new(client(4));
+            let first = {
+                let (client, url) = (client.clone(), service_url(&server));
+                tokio::spawn(async move {
+                    client
+                        .send_to_conversation(&url, "a:conv", &json!({"type":"message"}))
+                        .await
+                })
+            };
+            let refused_at = arrivals.recv().await.expect("the first send was answered");
+            for _ in 0..100_000 {
+                if client.pacer.held_for("a:conv").is_some() {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            client
+                .send_to_conversation(&service_url(&server), "a:conv", &json!({"type":"message"}))
+                .await
+                .unwrap();
+            first.await.unwrap().unwrap();
+            for _ in 0..2 {
+                let at = later.recv().await.unwrap();
+                assert!(
+                    at.duration_since(refused_at) >= Duration::from_secs(1),
+                    "{status}: a request came {:?} after the Retry-After",
+                    at.duration_since(refused_at)
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_long_retry_after_on_a_503_ends_the_tries_and_holds_the_conversation() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path(ACTIVITIES))
+            .respond_with(ResponseTemplate::new(503).insert_header("Retry-After", "30"))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let client = impatient_client();
+        let url = service_url(&server);
+        let error = client
+            .send_to_conversation(&url, "a:conv", &json!({"type":"message"}))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, ConnectorError::Http { status: 503, .. }),
+            "{error:?}"
+        );
+        let error = client
+            .send_to_conversation(&url, "a:conv", &json!({"type":"message"}))
+            .await
+            .unwrap_err();
+        assert!(error.reason().contains("throttled"), "{error:?}");
+        server.verify().await;
+    }
+
+    #[tokio::test]
     async fn blocked_by_user_stops_at_the_first_answer() {
         let server = MockServer::start().await;
         Mock::given(method("POST"))
