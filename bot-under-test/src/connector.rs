@@ -34,6 +34,10 @@ pub enum ConnectorError {
     /// No usable response.
     #[error("connector unreachable: {0}")]
     Transport(String),
+    /// Not sent: the conversation is paused by a `Retry-After`, or its send limits leave no
+    /// room, for longer than the retry policy waits.
+    #[error("{0}")]
+    Throttled(String),
     /// The bot's token could not be had.
     #[error("no connector token: {0}")]
     Token(String),
@@ -322,6 +326,9 @@ impl ConnectorClient {
             .await
             .map_err(|e| match e {
                 SendError::Token(reason) => ConnectorError::Token(reason),
+                throttled @ (SendError::Throttled { .. } | SendError::OverLimit { .. }) => {
+                    ConnectorError::Throttled(throttled.to_string())
+                }
                 other => ConnectorError::Transport(other.to_string()),
             })?;
         if reply.status.is_success() {
@@ -919,6 +926,45 @@ mod tests {
             .await
             .unwrap_err();
         assert!(error.reason().contains("throttled"), "{error:?}");
+        server.verify().await;
+    }
+
+    #[tokio::test]
+    async fn a_send_that_would_wait_longer_than_the_policy_for_room_is_throttled() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path(ACTIVITIES))
+            .respond_with(ResponseTemplate::new(201).set_body_json(json!({"id": "1"})))
+            .expect(7)
+            .mount(&server)
+            .await;
+        let client = ConnectorClient::new(
+            reqwest::Client::new(),
+            None,
+            "botframework.com",
+            RetryPolicy {
+                max_attempts: 4,
+                base_delay: Duration::from_millis(20),
+                max_delay: Duration::from_millis(200),
+            },
+            Arc::new(Semaphore::new(4)),
+        );
+        let url = service_url(&server);
+        for _ in 0..7 {
+            client
+                .send_to_conversation(&url, "a:conv", &json!({"type":"message"}))
+                .await
+                .unwrap();
+        }
+        // The 1 s window is full for longer than the policy's longest wait.
+        let error = client
+            .send_to_conversation(&url, "a:conv", &json!({"type":"message"}))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, ConnectorError::Throttled(reason) if reason.contains("send limits")),
+            "{error:?}"
+        );
         server.verify().await;
     }
 

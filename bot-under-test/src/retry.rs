@@ -94,10 +94,13 @@ pub enum SendError {
         source: reqwest::Error,
     },
     /// The service asked (`Retry-After`, on a 429 or another status) for a longer pause than
-    /// the policy waits; the
-    /// request was not sent.
+    /// the policy waits; the request was not sent.
     #[error("throttled: the service asked for no requests for another {}s", .wait.as_secs_f64().ceil())]
     Throttled { wait: Duration },
+    /// The conversation's send limits leave no room for longer than the policy waits; the
+    /// request was not sent.
+    #[error("throttled: the conversation's send limits leave no room for another {}s; not sent", .wait.as_secs_f64().ceil())]
+    OverLimit { wait: Duration },
 }
 
 /// A response, read to the end, together with how many tries it took.
@@ -161,7 +164,9 @@ impl<'a> Outbound<'a> {
 
     /// Waits until a try may go out: it fits the pacer's windows and a permit is free. The
     /// permit is not held while waiting for the pacer, and the send is recorded only once the
-    /// permit is had, so the record is the time the try goes out.
+    /// permit is had, so the record is the time the try goes out. A wait longer than the
+    /// policy's `max_delay` is not waited: the try fails as [`SendError::Throttled`] (a pause a
+    /// service asked for) or [`SendError::OverLimit`] (the send windows are full).
     async fn admit(&self) -> Result<Option<SemaphorePermit<'a>>, SendError> {
         loop {
             if let Some((pacer, key, counts)) = self.paced {
@@ -171,6 +176,9 @@ impl<'a> Outbound<'a> {
                     return Err(SendError::Throttled { wait });
                 }
                 while let Some(wait) = pacer.wait_for(key, counts) {
+                    if wait > self.policy.max_delay {
+                        return Err(SendError::OverLimit { wait });
+                    }
                     tokio::time::sleep(wait).await;
                 }
             }
