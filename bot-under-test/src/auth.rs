@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
 use serde::Deserialize;
-use tokio::sync::RwLock;
+use tokio::sync::{Mutex, RwLock};
 use tokio::time::Instant;
 
 /// The issuer of channel-to-bot tokens.
@@ -93,6 +93,8 @@ pub struct ChannelValidator {
     metadata_url: String,
     app_id: String,
     keys: RwLock<KeySet>,
+    /// Held through a refetch, so concurrent requests that need one share it.
+    refetch: Mutex<()>,
     /// Keys older than this are refetched even when the `kid` is known.
     max_age: Duration,
 }
@@ -117,6 +119,7 @@ impl ChannelValidator {
                 fetched_at: None,
                 failed_at: None,
             }),
+            refetch: Mutex::new(()),
             max_age: KEYS_MAX_AGE,
         }
     }
@@ -189,27 +192,16 @@ impl ChannelValidator {
     /// when the cache is old. When a refetch fails, the keys already cached stay in use: the
     /// channel's keys rotate slowly, and an unreachable metadata endpoint must not turn every
     /// inbound activity away while the cached keys still verify its token.
+    ///
+    /// One refetch at a time: requests that need one while it is under way wait for it and
+    /// then answer from what it cached instead of fetching again.
     async fn ensure_key(&self, kid: &str) -> Result<(), AuthError> {
-        {
-            let keys = self.keys.read().await;
-            let fresh = keys.fetched_at.is_some_and(|t| t.elapsed() < self.max_age);
-            let known = keys.keys.contains_key(kid);
-            if fresh && known {
-                return Ok(());
-            }
-            let recently = |at: Option<Instant>| {
-                at.is_some_and(|t| t.elapsed() < UNKNOWN_KID_REFETCH_INTERVAL)
-            };
-            if recently(keys.failed_at) {
-                return if known {
-                    Ok(())
-                } else {
-                    Err(AuthError::UnknownKey(kid.to_owned()))
-                };
-            }
-            if fresh && recently(keys.fetched_at) {
-                return Err(AuthError::UnknownKey(kid.to_owned()));
-            }
+        if let Some(answer) = self.cached_answer(kid).await {
+            return answer;
+        }
+        let _refetch = self.refetch.lock().await;
+        if let Some(answer) = self.cached_answer(kid).await {
+            return answer;
         }
         match self.fetch_keys().await {
             Ok(fetched) => {
@@ -229,6 +221,29 @@ impl ChannelValidator {
                 Ok(())
             }
         }
+    }
+
+    /// What the cache says about `kid` without a refetch, or `None` when one is due.
+    async fn cached_answer(&self, kid: &str) -> Option<Result<(), AuthError>> {
+        let keys = self.keys.read().await;
+        let fresh = keys.fetched_at.is_some_and(|t| t.elapsed() < self.max_age);
+        let known = keys.keys.contains_key(kid);
+        if fresh && known {
+            return Some(Ok(()));
+        }
+        let recently =
+            |at: Option<Instant>| at.is_some_and(|t| t.elapsed() < UNKNOWN_KID_REFETCH_INTERVAL);
+        if recently(keys.failed_at) {
+            return Some(if known {
+                Ok(())
+            } else {
+                Err(AuthError::UnknownKey(kid.to_owned()))
+            });
+        }
+        if fresh && recently(keys.fetched_at) {
+            return Some(Err(AuthError::UnknownKey(kid.to_owned())));
+        }
+        None
     }
 
     async fn fetch_keys(&self) -> Result<HashMap<String, SigningKey>, AuthError> {
@@ -452,6 +467,43 @@ pub(crate) mod tests {
         for _ in 0..3 {
             assert_eq!(check(&validator, &token).await, Ok(()));
         }
+    }
+
+    #[tokio::test]
+    async fn concurrent_requests_with_an_unknown_kid_share_one_refetch() {
+        let server = MockServer::start().await;
+        let jwks: Value =
+            serde_json::from_str(include_str!("../testdata/channel-jwks.json")).unwrap();
+        Mock::given(method("GET"))
+            .and(path("/v1/.well-known/openidconfiguration"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "issuer": CHANNEL_ISSUER,
+                "jwks_uri": format!("{}/v1/.well-known/keys", server.uri()),
+            })))
+            .expect(1)
+            .mount(&server)
+            .await;
+        // A slow key endpoint: every request arrives while the refetch is under way.
+        Mock::given(method("GET"))
+            .and(path("/v1/.well-known/keys"))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(jwks)
+                    .set_delay(Duration::from_millis(300)),
+            )
+            .expect(1)
+            .mount(&server)
+            .await;
+        let validator = ChannelValidator::new(
+            reqwest::Client::new(),
+            &format!("{}/v1/.well-known/openidconfiguration", server.uri()),
+            APP_ID,
+        );
+        // The cache is empty, so the token's kid is unknown to every request.
+        let token = sign(&claims(SERVICE_URL), &signing_key());
+        let results = futures::future::join_all((0..8).map(|_| check(&validator, &token))).await;
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        server.verify().await;
     }
 
     #[tokio::test]

@@ -34,6 +34,10 @@ pub enum ConnectorError {
     /// No usable response.
     #[error("connector unreachable: {0}")]
     Transport(String),
+    /// Not sent: the conversation is paused by a `Retry-After`, or its send limits leave no
+    /// room, for longer than the retry policy waits.
+    #[error("{0}")]
+    Throttled(String),
     /// The bot's token could not be had.
     #[error("no connector token: {0}")]
     Token(String),
@@ -98,6 +102,15 @@ enum Paced<'a> {
     Send(&'a str),
     /// A read: waits out the conversation's 429 pauses only.
     Held(&'a str),
+}
+
+/// The conversation whose limits a call to `conversation_id` counts against: Teams throttles a
+/// channel and every thread in it (`19:…@thread.tacv2;messageid=N`) as one conversation, so the
+/// `;messageid=` suffix is dropped.
+pub fn throttle_key(conversation_id: &str) -> &str {
+    conversation_id
+        .split_once(';')
+        .map_or(conversation_id, |(conversation, _)| conversation)
 }
 
 /// Client for `{serviceUrl}v3/...`. One HTTP client for every service URL.
@@ -183,17 +196,24 @@ impl ConnectorClient {
     }
 
     /// `POST {serviceUrl}v3/conversations`: a 1:1 chat with a user, or a new channel thread.
+    ///
+    /// A create counts against the limits of the conversation it lands in: `conversation_id`
+    /// when the caller knows it (the user's stored 1:1 conversation), else the channel, else the
+    /// member it is created for.
     pub async fn create_conversation(
         &self,
         service_url: &str,
         parameters: &Value,
+        conversation_id: Option<&str>,
     ) -> Result<ConversationResource, ConnectorError> {
         let url = connector_url(service_url, &["v3", "conversations"])?;
-        // Creates count against the target's thread budget: the member or the channel.
-        let pace_key = parameters
-            .pointer("/channelData/channel/id")
-            .or_else(|| parameters.pointer("/members/0/id"))
-            .and_then(Value::as_str)
+        let pace_key = conversation_id
+            .or_else(|| {
+                parameters
+                    .pointer("/channelData/channel/id")
+                    .or_else(|| parameters.pointer("/members/0/id"))
+                    .and_then(Value::as_str)
+            })
             .unwrap_or("v3/conversations");
         let body = self
             .call(Method::POST, url, Some(parameters), Paced::Send(pace_key))
@@ -289,8 +309,8 @@ impl ConnectorClient {
     ) -> Result<Vec<u8>, ConnectorError> {
         let outbound = Outbound::new(&self.retry).permits(&self.permits);
         let mut outbound = match paced {
-            Paced::Send(key) => outbound.paced(&self.pacer, key),
-            Paced::Held(key) => outbound.held(&self.pacer, key),
+            Paced::Send(key) => outbound.paced(&self.pacer, throttle_key(key)),
+            Paced::Held(key) => outbound.held(&self.pacer, throttle_key(key)),
         };
         if let Some(tokens) = &self.tokens {
             outbound = outbound.bearer(tokens, &self.token_tenant, CONNECTOR_SCOPE);
@@ -306,6 +326,9 @@ impl ConnectorClient {
             .await
             .map_err(|e| match e {
                 SendError::Token(reason) => ConnectorError::Token(reason),
+                throttled @ (SendError::Throttled { .. } | SendError::OverLimit { .. }) => {
+                    ConnectorError::Throttled(throttled.to_string())
+                }
                 other => ConnectorError::Transport(other.to_string()),
             })?;
         if reply.status.is_success() {
@@ -677,6 +700,271 @@ mod tests {
             .await
             .unwrap_err();
         assert!(error.reason().contains("throttled"), "{error:?}");
+        server.verify().await;
+    }
+
+    /// A client that does not wait out a `Retry-After` longer than a second.
+    fn impatient_client() -> ConnectorClient {
+        ConnectorClient::new(
+            reqwest::Client::new(),
+            None,
+            "botframework.com",
+            RetryPolicy {
+                max_attempts: 4,
+                base_delay: Duration::from_millis(20),
+                max_delay: Duration::from_secs(1),
+            },
+            Arc::new(Semaphore::new(4)),
+        )
+    }
+
+    #[test]
+    fn a_channel_thread_is_throttled_as_its_channel() {
+        assert_eq!(
+            throttle_key("19:abc@thread.tacv2;messageid=1675173753869"),
+            "19:abc@thread.tacv2"
+        );
+        assert_eq!(throttle_key("19:abc@thread.tacv2"), "19:abc@thread.tacv2");
+        assert_eq!(throttle_key("a:1qhN"), "a:1qhN");
+    }
+
+    #[tokio::test]
+    async fn a_channel_and_its_threads_share_one_send_budget() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path_regex("^/amer/v3/conversations/19:chan@thread.tacv2"))
+            .respond_with(ResponseTemplate::new(201).set_body_json(json!({"id": "1"})))
+            .expect(8)
+            .mount(&server)
+            .await;
+        let client = client(1);
+        let start = Instant::now();
+        // Eight posts to one channel, spread over the channel and two of its threads: the
+        // eighth must wait for the 7-in-1-s window.
+        for i in 0..8 {
+            let conversation = match i % 3 {
+                0 => "19:chan@thread.tacv2".to_owned(),
+                n => format!("19:chan@thread.tacv2;messageid={n}"),
+            };
+            client
+                .send_to_conversation(
+                    &service_url(&server),
+                    &conversation,
+                    &json!({"type":"message"}),
+                )
+                .await
+                .unwrap();
+        }
+        assert!(
+            start.elapsed() >= Duration::from_secs(1),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_429_on_a_thread_holds_the_channel_and_its_other_threads() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path_regex("^/amer/v3/conversations/19:chan@thread.tacv2"))
+            .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", "30"))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let client = impatient_client();
+        let url = service_url(&server);
+        let error = client
+            .reply_to_activity(
+                &url,
+                "19:chan@thread.tacv2;messageid=1",
+                "1",
+                &json!({"type":"message"}),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, ConnectorError::Http { status: 429, .. }),
+            "{error:?}"
+        );
+        for conversation in ["19:chan@thread.tacv2;messageid=2", "19:chan@thread.tacv2"] {
+            let error = client
+                .send_to_conversation(&url, conversation, &json!({"type":"message"}))
+                .await
+                .unwrap_err();
+            assert!(
+                error.reason().contains("throttled"),
+                "{conversation}: {error:?}"
+            );
+        }
+        let new_thread =
+            json!({"isGroup": true, "channelData": {"channel": {"id": "19:chan@thread.tacv2"}}});
+        let error = client
+            .create_conversation(&url, &new_thread, None)
+            .await
+            .unwrap_err();
+        assert!(error.reason().contains("throttled"), "{error:?}");
+        server.verify().await;
+    }
+
+    #[tokio::test]
+    async fn a_1to1_create_is_paced_as_the_conversation_it_lands_in() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path(ACTIVITIES))
+            .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", "30"))
+            .expect(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .and(path("/amer/v3/conversations"))
+            .respond_with(ResponseTemplate::new(201).set_body_json(json!({"id": "a:conv"})))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let client = impatient_client();
+        let url = service_url(&server);
+        let error = client
+            .send_to_conversation(&url, "a:conv", &json!({"type":"message"}))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, ConnectorError::Http { status: 429, .. }),
+            "{error:?}"
+        );
+        let create = json!({"isGroup": false, "members": [{"id": "29:member"}]});
+        // The user's conversation is a:conv, held by the 429: the create waits with it.
+        let error = client
+            .create_conversation(&url, &create, Some("a:conv"))
+            .await
+            .unwrap_err();
+        assert!(error.reason().contains("throttled"), "{error:?}");
+        // Without a known conversation the member is the key.
+        let created = client
+            .create_conversation(&url, &create, None)
+            .await
+            .unwrap();
+        assert_eq!(created.id, "a:conv");
+        server.verify().await;
+    }
+
+    #[tokio::test]
+    async fn retry_after_on_a_503_is_waited_out_and_holds_the_conversation() {
+        for status in [503, 502, 504, 412] {
+            let server = MockServer::start().await;
+            let (unavailable, mut arrivals) = crate::retry::testing::Signal::new(
+                ResponseTemplate::new(status).insert_header("Retry-After", "1"),
+            );
+            Mock::given(method("POST"))
+                .and(path(ACTIVITIES))
+                .respond_with(unavailable)
+                .up_to_n_times(1)
+                .expect(1)
+                .mount(&server)
+                .await;
+            let (accepted, mut later) = crate::retry::testing::Signal::new(
+                ResponseTemplate::new(201).set_body_json(json!({"id": "1"})),
+            );
+            Mock::given(method("POST"))
+                .and(path(ACTIVITIES))
+                .respond_with(accepted)
+                .expect(2)
+                .mount(&server)
+                .await;
+            let client = Arc::new(client(4));
+            let first = {
+                let (client, url) = (client.clone(), service_url(&server));
+                tokio::spawn(async move {
+                    client
+                        .send_to_conversation(&url, "a:conv", &json!({"type":"message"}))
+                        .await
+                })
+            };
+            let refused_at = arrivals.recv().await.expect("the first send was answered");
+            for _ in 0..100_000 {
+                if client.pacer.held_for("a:conv").is_some() {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            client
+                .send_to_conversation(&service_url(&server), "a:conv", &json!({"type":"message"}))
+                .await
+                .unwrap();
+            first.await.unwrap().unwrap();
+            for _ in 0..2 {
+                let at = later.recv().await.unwrap();
+                assert!(
+                    at.duration_since(refused_at) >= Duration::from_secs(1),
+                    "{status}: a request came {:?} after the Retry-After",
+                    at.duration_since(refused_at)
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_long_retry_after_on_a_503_ends_the_tries_and_holds_the_conversation() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path(ACTIVITIES))
+            .respond_with(ResponseTemplate::new(503).insert_header("Retry-After", "30"))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let client = impatient_client();
+        let url = service_url(&server);
+        let error = client
+            .send_to_conversation(&url, "a:conv", &json!({"type":"message"}))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, ConnectorError::Http { status: 503, .. }),
+            "{error:?}"
+        );
+        let error = client
+            .send_to_conversation(&url, "a:conv", &json!({"type":"message"}))
+            .await
+            .unwrap_err();
+        assert!(error.reason().contains("throttled"), "{error:?}");
+        server.verify().await;
+    }
+
+    #[tokio::test]
+    async fn a_send_that_would_wait_longer_than_the_policy_for_room_is_throttled() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path(ACTIVITIES))
+            .respond_with(ResponseTemplate::new(201).set_body_json(json!({"id": "1"})))
+            .expect(7)
+            .mount(&server)
+            .await;
+        let client = ConnectorClient::new(
+            reqwest::Client::new(),
+            None,
+            "botframework.com",
+            RetryPolicy {
+                max_attempts: 4,
+                base_delay: Duration::from_millis(20),
+                max_delay: Duration::from_millis(200),
+            },
+            Arc::new(Semaphore::new(4)),
+        );
+        let url = service_url(&server);
+        for _ in 0..7 {
+            client
+                .send_to_conversation(&url, "a:conv", &json!({"type":"message"}))
+                .await
+                .unwrap();
+        }
+        // The 1 s window is full for longer than the policy's longest wait.
+        let error = client
+            .send_to_conversation(&url, "a:conv", &json!({"type":"message"}))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, ConnectorError::Throttled(reason) if reason.contains("send limits")),
+            "{error:?}"
+        );
         server.verify().await;
     }
 

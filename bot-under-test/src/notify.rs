@@ -201,7 +201,7 @@ async fn notify_channels(
         });
         let delivery = match state
             .connector
-            .create_conversation(&team.service_url, &parameters)
+            .create_conversation(&team.service_url, &parameters, None)
             .await
         {
             Ok(created) => Delivery {

@@ -1,6 +1,6 @@
 //! Behaving well under Teams' and Graph's limits: bounded retries with jittered exponential
-//! backoff, `Retry-After` on 429 (nothing goes to the throttled conversation, or Graph app, before
-//! it is over), and per-conversation pacing of every try.
+//! backoff, `Retry-After` on any status that carries it (nothing goes to the throttled
+//! conversation, or Graph app, before it is over), and per-conversation pacing of every try.
 //!
 //! [`Outbound::send`] is the one place outbound requests are sent and retried; the Graph and
 //! Connector clients and the token provider build a request and hand it here. A response that is
@@ -93,10 +93,14 @@ pub enum SendError {
         #[source]
         source: reqwest::Error,
     },
-    /// The service asked (429 `Retry-After`) for a longer pause than the policy waits; the
-    /// request was not sent.
+    /// The service asked (`Retry-After`, on a 429 or another status) for a longer pause than
+    /// the policy waits; the request was not sent.
     #[error("throttled: the service asked for no requests for another {}s", .wait.as_secs_f64().ceil())]
     Throttled { wait: Duration },
+    /// The conversation's send limits leave no room for longer than the policy waits; the
+    /// request was not sent.
+    #[error("throttled: the conversation's send limits leave no room for another {}s; not sent", .wait.as_secs_f64().ceil())]
+    OverLimit { wait: Duration },
 }
 
 /// A response, read to the end, together with how many tries it took.
@@ -160,7 +164,9 @@ impl<'a> Outbound<'a> {
 
     /// Waits until a try may go out: it fits the pacer's windows and a permit is free. The
     /// permit is not held while waiting for the pacer, and the send is recorded only once the
-    /// permit is had, so the record is the time the try goes out.
+    /// permit is had, so the record is the time the try goes out. A wait longer than the
+    /// policy's `max_delay` is not waited: the try fails as [`SendError::Throttled`] (a pause a
+    /// service asked for) or [`SendError::OverLimit`] (the send windows are full).
     async fn admit(&self) -> Result<Option<SemaphorePermit<'a>>, SendError> {
         loop {
             if let Some((pacer, key, counts)) = self.paced {
@@ -170,6 +176,9 @@ impl<'a> Outbound<'a> {
                     return Err(SendError::Throttled { wait });
                 }
                 while let Some(wait) = pacer.wait_for(key, counts) {
+                    if wait > self.policy.max_delay {
+                        return Err(SendError::OverLimit { wait });
+                    }
                     tokio::time::sleep(wait).await;
                 }
             }
@@ -211,11 +220,14 @@ impl<'a> Outbound<'a> {
     /// out, and reads the answer.
     ///
     /// - 401 with a bearer token: the token is invalidated and the call tried once more.
-    /// - 429: waits `Retry-After` (or the backoff if the header is missing) and, with a pacer,
-    ///   holds every call to the same key as long. A `Retry-After` longer than `max_delay` is not
-    ///   waited out: the 429 is the answer, and later calls to the key fail at once as
-    ///   [`SendError::Throttled`] until the pause is over. The next try never goes early.
-    /// - 412, 502, 503, 504 and connection errors: jittered exponential backoff.
+    /// - `Retry-After` on any error status (429, but also 412, 502, 503, 504 or another): waits
+    ///   that long before a retry and, with a pacer, holds every call to the same key as long.
+    ///   A `Retry-After` longer than `max_delay` is not waited out: the answer is returned, and
+    ///   later calls to the key fail at once as [`SendError::Throttled`] until the pause is
+    ///   over. The next try never goes early.
+    /// - 429 without `Retry-After`: the backoff, held for the key as above.
+    /// - 412, 502, 503, 504 without `Retry-After`, and connection errors: jittered exponential
+    ///   backoff.
     /// - A timeout or broken connection after the request went out: retried only when the
     ///   request is repeatable; a POST such as a message could otherwise arrive twice.
     /// - Anything else: returned at once.
@@ -275,21 +287,30 @@ impl<'a> Outbound<'a> {
                         attempt -= 1;
                         continue;
                     }
-                    let wait = if status == StatusCode::TOO_MANY_REQUESTS {
-                        let asked = retry_after(&reply.headers);
-                        let wait = asked.unwrap_or_else(|| policy.backoff(attempt));
+                    // A `Retry-After` is honoured whatever status carried it (a 503 or 412 may
+                    // ask for a pause as a 429 does); without one, a 429 holds the key for the
+                    // backoff and the other transient statuses just back off.
+                    let asked = (!status.is_success())
+                        .then(|| retry_after(&reply.headers))
+                        .flatten();
+                    let held = match asked {
+                        Some(asked) => Some(asked),
+                        None if status == StatusCode::TOO_MANY_REQUESTS => {
+                            Some(policy.backoff(attempt))
+                        }
+                        None => None,
+                    };
+                    if let Some(held) = held {
                         // Nothing more goes to this conversation (or Graph app) until then.
                         if let Some((pacer, key, _)) = self.paced {
-                            pacer.hold(key, wait);
+                            pacer.hold(key, held);
                         }
-                        if asked.is_some_and(|asked| asked > policy.max_delay) {
-                            tracing::debug!(%method, %url, ?wait, "throttled for longer than the policy waits");
-                            return Ok(reply);
-                        }
-                        wait
-                    } else {
-                        policy.backoff(attempt)
-                    };
+                    }
+                    if asked.is_some_and(|asked| asked > policy.max_delay) {
+                        tracing::debug!(%method, %url, %status, ?asked, "asked to wait longer than the policy waits");
+                        return Ok(reply);
+                    }
+                    let wait = held.unwrap_or_else(|| policy.backoff(attempt));
                     if !is_transient(status) || attempt >= max {
                         return Ok(reply);
                     }

@@ -218,9 +218,17 @@ impl BotState {
             "tenantId": tenant_id,
             "channelData": { "tenant": { "id": tenant_id } }
         });
+        // Teams throttles the create as a send to the 1:1 conversation it lands in: pace it
+        // with the user's stored conversation when the bot has one, else by the member.
+        let known = self
+            .store
+            .personal_reference(user.user_key)
+            .ok()
+            .flatten()
+            .map(|r| r.conversation_id);
         let created = self
             .connector
-            .create_conversation(&service_url, &parameters)
+            .create_conversation(&service_url, &parameters, known.as_deref())
             .await?;
         let reference = ConversationReference {
             conversation_id: created.id,

@@ -18,6 +18,9 @@ pub const CONNECTOR_SCOPE: &str = "https://api.botframework.com/.default";
 
 /// A token is refreshed this long before it expires.
 const REFRESH_MARGIN: Duration = Duration::from_secs(300);
+/// A failed fetch is the answer to every caller of its key for this long, so callers that were
+/// waiting for it (or come right after) do not each run the retry policy again.
+const FAILURE_TTL: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
@@ -27,6 +30,9 @@ pub enum TokenError {
     Rejected { status: u16, body: String },
     #[error("token response unreadable: {0}")]
     Body(String),
+    /// A fetch for the same key failed moments ago; this is its error.
+    #[error("{0}")]
+    Recent(Arc<TokenError>),
 }
 
 #[derive(Debug, Deserialize)]
@@ -42,9 +48,17 @@ struct CachedToken {
     refresh_at: Instant,
 }
 
+/// What one (tenant, scope) slot knows: the token, or the failure of the last fetch.
+#[derive(Debug, Default)]
+struct SlotState {
+    token: Option<CachedToken>,
+    failed: Option<(Arc<TokenError>, Instant)>,
+}
+
 /// One (tenant, scope) slot of the cache. Its lock is held while that token is fetched, so
-/// concurrent callers for the same key share one request and other keys are not held up.
-type Slot = Arc<Mutex<Option<CachedToken>>>;
+/// concurrent callers for the same key share one request (and its failure) and other keys are
+/// not held up.
+type Slot = Arc<Mutex<SlotState>>;
 
 /// Fetches and caches client-credential tokens, one per (tenant, scope).
 #[derive(Debug)]
@@ -76,15 +90,39 @@ impl TokenProvider {
     }
 
     /// A valid token for `scope` from `{login}/{tenant}/oauth2/v2.0/token`, from the cache when
-    /// it has more than a few minutes left.
+    /// it has more than a few minutes left. When a fetch fails, its error is the answer for the
+    /// key for a few seconds ([`TokenError::Recent`]): callers waiting for that fetch get it at
+    /// once instead of each running the retry policy again.
     pub async fn token(&self, tenant: &str, scope: &str) -> Result<String, TokenError> {
         let slot = self.slot(tenant, scope);
-        let mut cached = slot.lock().await;
-        if let Some(token) = cached.as_ref()
+        let mut state = slot.lock().await;
+        if let Some(token) = state.token.as_ref()
             && Instant::now() < token.refresh_at
         {
             return Ok(token.value.clone());
         }
+        if let Some((error, at)) = &state.failed
+            && at.elapsed() < FAILURE_TTL
+        {
+            return Err(TokenError::Recent(error.clone()));
+        }
+        match self.fetch(tenant, scope).await {
+            Ok(token) => {
+                let value = token.value.clone();
+                state.token = Some(token);
+                state.failed = None;
+                Ok(value)
+            }
+            Err(error) => {
+                let error = Arc::new(error);
+                state.failed = Some((error.clone(), Instant::now()));
+                Err(TokenError::Recent(error))
+            }
+        }
+    }
+
+    /// One token request, with the retry policy.
+    async fn fetch(&self, tenant: &str, scope: &str) -> Result<CachedToken, TokenError> {
         let url = format!("{}/{}/oauth2/v2.0/token", self.login_url, tenant);
         let form = [
             ("grant_type", "client_credentials"),
@@ -106,11 +144,10 @@ impl TokenProvider {
         let lifetime = Duration::from_secs(parsed.expires_in.unwrap_or(3599));
         // Short-lived tokens are refreshed at half-life rather than never being cached.
         let margin = REFRESH_MARGIN.min(lifetime / 2);
-        *cached = Some(CachedToken {
-            value: parsed.access_token.clone(),
+        Ok(CachedToken {
+            value: parsed.access_token,
             refresh_at: Instant::now() + lifetime - margin,
-        });
-        Ok(parsed.access_token)
+        })
     }
 
     /// The cache slot of one (tenant, scope); the map's lock is held only to find it.
@@ -126,9 +163,9 @@ impl TokenProvider {
     /// already replaced it with a new one.
     pub async fn invalidate(&self, tenant: &str, scope: &str, rejected: &str) {
         let slot = self.slot(tenant, scope);
-        let mut cached = slot.lock().await;
-        if cached.as_ref().is_some_and(|t| t.value == rejected) {
-            *cached = None;
+        let mut state = slot.lock().await;
+        if state.token.as_ref().is_some_and(|t| t.value == rejected) {
+            state.token = None;
         }
     }
 }
@@ -211,9 +248,50 @@ mod tests {
             TokenProvider::new(reqwest::Client::new(), &login.uri(), "app", "bad", policy());
         let error = tokens.token("t", GRAPH_SCOPE).await.unwrap_err();
         assert!(
-            matches!(error, TokenError::Rejected { status: 401, .. }),
+            matches!(&error, TokenError::Recent(e) if matches!(**e, TokenError::Rejected { status: 401, .. })),
             "{error}"
         );
+    }
+
+    #[tokio::test]
+    async fn callers_waiting_for_a_failed_fetch_share_its_failure() {
+        let login = MockServer::start().await;
+        let (unavailable, mut arrivals) = Signal::new(ResponseTemplate::new(503));
+        Mock::given(method("POST"))
+            .respond_with(unavailable)
+            .mount(&login)
+            .await;
+        let tokens = Arc::new(TokenProvider::new(
+            reqwest::Client::new(),
+            &login.uri(),
+            "app",
+            "secret",
+            policy(),
+        ));
+        let first = {
+            let tokens = tokens.clone();
+            tokio::spawn(async move { tokens.token("t", GRAPH_SCOPE).await })
+        };
+        arrivals
+            .recv()
+            .await
+            .expect("the first fetch reached the login service");
+        // Four more callers queue up behind the fetch under way.
+        let waiters: Vec<_> = (0..4)
+            .map(|_| {
+                let tokens = tokens.clone();
+                tokio::spawn(async move { tokens.token("t", GRAPH_SCOPE).await })
+            })
+            .collect();
+        let error = first.await.unwrap().unwrap_err();
+        assert!(error.to_string().contains("503"), "{error}");
+        for waiter in waiters {
+            let shared = waiter.await.unwrap().unwrap_err();
+            assert_eq!(shared.to_string(), error.to_string());
+        }
+        // One run of the retry policy, not one per caller.
+        let asked = login.received_requests().await.unwrap_or_default().len();
+        assert_eq!(asked, policy().max_attempts as usize);
     }
 
     #[tokio::test]
