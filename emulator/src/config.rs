@@ -53,6 +53,9 @@ pub struct BehaviourSpec {
     /// Never send the personal `conversationUpdate`.
     #[serde(default)]
     pub conversation_update_never: bool,
+    /// Answer sends with 202 and an empty body (Teams sometimes does) instead of 201 `{"id"}`.
+    #[serde(default)]
+    pub send_accepted_without_id: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -414,6 +417,7 @@ impl EmulatorConfig {
                 .behaviour
                 .conversation_update_first_install_only,
             conversation_update_never: self.behaviour.conversation_update_never,
+            send_accepted_without_id: self.behaviour.send_accepted_without_id,
         };
         World::new(tenants, behaviour, clock)
     }

@@ -8,6 +8,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -16,7 +17,7 @@ pub async fn send_to_conversation(
     Path(conversation): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<(StatusCode, Json<Value>), ConnectorError> {
+) -> Result<Response, ConnectorError> {
     post_activity(&state, &headers, &conversation, None, &body)
 }
 
@@ -26,7 +27,7 @@ pub async fn reply_to_activity(
     Path((conversation, activity)): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<(StatusCode, Json<Value>), ConnectorError> {
+) -> Result<Response, ConnectorError> {
     post_activity(&state, &headers, &conversation, Some(&activity), &body)
 }
 
@@ -77,7 +78,7 @@ pub fn post_activity(
     conversation_id: &str,
     reply_to: Option<&str>,
     body: &[u8],
-) -> Result<(StatusCode, Json<Value>), ConnectorError> {
+) -> Result<Response, ConnectorError> {
     let caller = authenticate(state, headers)?;
     let activity = object_body(body)?;
     let kind = activity_type(&activity)?;
@@ -130,7 +131,10 @@ pub fn post_activity(
     };
     let id = stored["id"].clone();
     state.delivery.record_from_bot(stored);
-    Ok((StatusCode::CREATED, Json(json!({ "id": id }))))
+    if state.world().behaviour.send_accepted_without_id {
+        return Ok(StatusCode::ACCEPTED.into_response());
+    }
+    Ok((StatusCode::CREATED, Json(json!({ "id": id }))).into_response())
 }
 
 /// The activity as Teams keeps it: stamped with id, time, the bot as sender, and the conversation.

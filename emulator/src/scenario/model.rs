@@ -60,6 +60,9 @@ pub struct BehaviourSpec {
     /// Teams' and Graph's throttling limits (default on).
     #[serde(default)]
     pub throttling: Option<bool>,
+    /// Sends answer 202 with an empty body, as Teams sometimes does (default false).
+    #[serde(default)]
+    pub send_accepted_without_id: bool,
 }
 
 /// Makes the next matching calls fail: a Connector send (`send`), a roster read (`roster`), or

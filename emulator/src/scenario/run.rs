@@ -121,6 +121,7 @@ pub async fn run_scenario(scenario: &Scenario, options: &RunOptions) -> Scenario
         Some(ConversationUpdateMode::Never) => config.behaviour.conversation_update_never = true,
         _ => {}
     }
+    config.behaviour.send_accepted_without_id |= scenario.spec.behaviour.send_accepted_without_id;
     let auth = match scenario.spec.bot.auth {
         Some(AuthMode::None) => BotAuth::None,
         _ => BotAuth::Signed,

@@ -36,6 +36,8 @@ pub struct Behaviour {
     pub conversation_update_first_install_only: bool,
     /// The personal `conversationUpdate` never comes (as users report after Graph installs).
     pub conversation_update_never: bool,
+    /// Sends answer 202 with an empty body, as Teams sometimes does, instead of 201 `{"id"}`.
+    pub send_accepted_without_id: bool,
 }
 
 #[derive(Clone, Debug)]
