@@ -310,37 +310,26 @@ impl Store {
     pub fn upsert_user(&self, s: &UserSighting) -> Result<User> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
+        // The same person, by whichever of their ids this sighting carries, most stable first.
+        let lookups = [
+            (
+                "SELECT user_key FROM users WHERE aad_object_id = ?1",
+                s.aad_object_id.as_deref(),
+            ),
+            (
+                "SELECT user_key FROM users WHERE teams_user_id = ?1",
+                s.teams_user_id.as_deref(),
+            ),
+            (
+                "SELECT user_key FROM users WHERE upn = ?1 COLLATE NOCASE",
+                s.upn.as_deref(),
+            ),
+        ];
         let mut key: Option<i64> = None;
-        if let Some(aad) = &s.aad_object_id {
-            key = tx
-                .query_row(
-                    "SELECT user_key FROM users WHERE aad_object_id = ?1",
-                    [aad],
-                    |r| r.get(0),
-                )
-                .optional()?;
-        }
-        if key.is_none()
-            && let Some(id) = &s.teams_user_id
-        {
-            key = tx
-                .query_row(
-                    "SELECT user_key FROM users WHERE teams_user_id = ?1",
-                    [id],
-                    |r| r.get(0),
-                )
-                .optional()?;
-        }
-        if key.is_none()
-            && let Some(upn) = &s.upn
-        {
-            key = tx
-                .query_row(
-                    "SELECT user_key FROM users WHERE upn = ?1 COLLATE NOCASE",
-                    [upn],
-                    |r| r.get(0),
-                )
-                .optional()?;
+        for (sql, value) in lookups {
+            if let (None, Some(value)) = (key, value) {
+                key = tx.query_row(sql, [value], |r| r.get(0)).optional()?;
+            }
         }
         let key = match key {
             Some(key) => {
