@@ -174,3 +174,51 @@ async fn the_botbuilder_js_example_passes_the_docs_sample_scenario_unchanged() {
         r.transcript
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bot_command_is_told_the_emulator_under_botbuilders_names() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("env.yaml");
+    // A stand-in bot: it prints its environment and accepts connections on PORT.
+    std::fs::write(
+        &file,
+        "name: env\nbot:\n  command: \"env | sort; exec python3 -m http.server $PORT --bind 127.0.0.1\"\nsteps:\n  - wait: 10ms\n",
+    )
+    .expect("write");
+    let s = scenario::load(&file).expect("loads");
+    let r = run_scenario(&s, &RunOptions::default()).await;
+    assert!(r.passed(), "{}", text(&r));
+    let env = &r.bot_output;
+    let url = |name: &str| {
+        env.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("{name} not set:\n{env}"))
+            .to_string()
+    };
+    assert_eq!(
+        url("MicrosoftAppId"),
+        "b0f1e2d3-c4b5-4a69-8788-99aabbccddee"
+    );
+    assert_eq!(
+        url("ToBotFromChannelTokenIssuer"),
+        "https://api.botframework.com"
+    );
+    assert!(
+        url("ToBotFromChannelOpenIdMetadataUrl").ends_with("/v1/.well-known/openidconfiguration")
+    );
+    assert_eq!(
+        url("TO_BOT_FROM_CHANNEL_OPENID_METADATA_URL"),
+        url("ToBotFromChannelOpenIdMetadataUrl")
+    );
+    assert!(url("ToChannelFromBotLoginUrl").ends_with("/botframework.com"));
+    for name in [
+        "ToChannelFromBotOAuthScope",
+        "ToBotFromEmulatorOpenIdMetadataUrl",
+        "OAuthUrl",
+        "CallerId",
+        "MicrosoftAppPassword",
+        "PORT",
+    ] {
+        assert!(!url(name).is_empty(), "{name}");
+    }
+}

@@ -587,7 +587,8 @@ pub fn bot_environment(
             (
                 "ToBotFromEmulatorOpenIdMetadataUrl",
                 "TO_BOT_FROM_EMULATOR_OPENID_METADATA_URL",
-                openid.clone(),
+                // as docs/sdk-bots.md gives it: only tokens from the Bot Framework Emulator use it
+                format!("{base}/common/v2.0/.well-known/openid-configuration"),
             ),
             ("OAuthUrl", "OAUTH_URL", base.clone()),
             (
