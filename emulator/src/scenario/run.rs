@@ -277,6 +277,18 @@ impl BotUnderTest {
             .map_err(|e| format!("cannot make a data folder for the reference bot: {e}"))?;
         let mut config = proactive_bot::Config::for_emulator(&emulator.url());
         config.database_path = dir.path().join("proactive-bot.sqlite3");
+        // The scenario's tenant and app, which need not be the default ones.
+        {
+            let world = emulator.state().world();
+            let tenant = &world.tenants[0];
+            config.tenant_id = tenant.id.to_string();
+            if let Some(app) = tenant.catalog.iter().find(|a| a.bot_id == Some(app_id)) {
+                config.manifest_id = app.external_id.to_string();
+            }
+            if let Some(r) = tenant.registration(app_id) {
+                config.app_password = r.client_secret.clone();
+            }
+        }
         config.app_id = if auth == BotAuth::None {
             String::new()
         } else {
@@ -520,6 +532,16 @@ pub fn bot_environment(
     let base = emulator.url();
     let openid = emulator.channel_openid_url();
     let signed = auth == BotAuth::Signed;
+    let manifest = {
+        let world = emulator.state().world();
+        world
+            .tenants
+            .iter()
+            .flat_map(|t| t.catalog.iter())
+            .find(|a| a.bot_id == Some(app_id))
+            .map(|a| a.external_id.to_string())
+            .unwrap_or_default()
+    };
     let app = if signed {
         app_id.to_string()
     } else {
@@ -534,6 +556,7 @@ pub fn bot_environment(
         ("PROACTIVE_BOT_APP_ID", app.clone()),
         ("PROACTIVE_BOT_APP_PASSWORD", secret.to_string()),
         ("PROACTIVE_BOT_TENANT_ID", tenant.to_string()),
+        ("PROACTIVE_BOT_MANIFEST_ID", manifest.to_string()),
         ("GRAPH_URL", emulator.graph_url()),
         ("MicrosoftAppId", app.clone()),
         (
