@@ -82,11 +82,19 @@ fn collect_yaml(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     for p in entries {
         if p.is_dir() {
             collect_yaml(&p, out)?;
-        } else if p.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+        } else if is_scenario_file(&p) {
             out.push(p);
         }
     }
     Ok(())
+}
+
+/// `*.yaml` and `*.yml`, except tenant files (`*.tenant.yaml`) that scenarios refer to.
+fn is_scenario_file(p: &Path) -> bool {
+    let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    (name.ends_with(".yaml") || name.ends_with(".yml"))
+        && !name.ends_with(".tenant.yaml")
+        && !name.ends_with(".tenant.yml")
 }
 
 /// Reads and checks one scenario file.
