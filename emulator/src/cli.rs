@@ -96,6 +96,13 @@ pub struct ServeArgs {
     /// The seed of injected faults that fire by chance (`/_emulator/faults` with a probability).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Serve HTTPS, with certificates from a local authority kept in --tls-dir (its ca.pem is
+    /// what clients trust: NODE_EXTRA_CA_CERTS, REQUESTS_CA_BUNDLE, SSL_CERT_FILE).
+    #[arg(long)]
+    pub tls: bool,
+    /// Where the local certificate authority is kept (created on first use).
+    #[arg(long, default_value = ".data/tls")]
+    pub tls_dir: PathBuf,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -334,7 +341,25 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
             "listening on a non-loopback address: anyone who can reach it can get tokens for the emulated tenant"
         );
     }
-    let emulator = match Emulator::builder()
+    let mut builder = Emulator::builder();
+    if args.tls {
+        match crate::tls::TlsIdentity::load_or_create(&args.tls_dir) {
+            Ok(identity) => {
+                if let Some(ca) = &identity.ca_file {
+                    eprintln!(
+                        "serving HTTPS; clients trust the authority in {}",
+                        ca.display()
+                    );
+                }
+                builder = builder.tls(identity);
+            }
+            Err(e) => {
+                eprintln!("error: --tls: {e}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        }
+    }
+    let emulator = match builder
         .config(config)
         .listen(args.listen)
         .bot_auth(args.bot_auth.into())

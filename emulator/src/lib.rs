@@ -15,6 +15,7 @@
 //! - [`scenario`]: scenario files, the runner, reports (terminal, JUnit, transcripts).
 //! - [`config`]: tenants from YAML or the embedded default, and the `serve` flags.
 //! - [`server`]: shared state, the router, start-up and graceful shutdown; [`Emulator`] for tests.
+//! - [`tls`]: a local certificate authority and HTTPS, for clients that insist on it.
 //! - [`clock`], [`ids`]: time that tests can control, deterministic ids in Teams' formats.
 //!
 //! ```no_run
@@ -38,6 +39,7 @@ pub mod limits;
 pub mod scenario;
 pub mod server;
 pub mod tenant;
+pub mod tls;
 
 pub use config::{EmulatorConfig, defaults};
 pub use server::{BotAuth, Emulator, EmulatorBuilder, EmulatorHandle};

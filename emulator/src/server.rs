@@ -160,6 +160,7 @@ pub struct EmulatorBuilder {
     key: Option<SigningKey>,
     throttling: bool,
     seed: u64,
+    tls: Option<crate::tls::TlsIdentity>,
 }
 
 impl Default for EmulatorBuilder {
@@ -172,6 +173,7 @@ impl Default for EmulatorBuilder {
             key: None,
             throttling: true,
             seed: 0,
+            tls: None,
         }
     }
 }
@@ -203,6 +205,11 @@ impl EmulatorBuilder {
         self.throttling = on;
         self
     }
+    /// Serve HTTPS with certificates from this authority (see [`crate::tls`]).
+    pub fn tls(mut self, identity: crate::tls::TlsIdentity) -> Self {
+        self.tls = Some(identity);
+        self
+    }
     /// The seed of injected faults that fire by chance.
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = seed;
@@ -221,18 +228,22 @@ impl EmulatorBuilder {
             self.bot_auth,
             crate::limits::Limits::new(self.throttling, self.seed),
         );
-        let _ = state.0.base_url.set(format!("http://{addr}"));
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let _ = state.0.base_url.set(format!("{scheme}://{addr}"));
         let _ = state.0.initial.set(initial);
         let app = router(state.clone());
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let served = axum::serve(listener, app).with_graceful_shutdown(async {
-                let _ = stopped.await;
-            });
-            if let Err(e) = served.await {
-                tracing::error!(error = %e, "the emulator's listener failed");
-            }
-        });
+        let task = match self.tls {
+            None => tokio::spawn(async move {
+                let served = axum::serve(listener, app).with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                });
+                if let Err(e) = served.await {
+                    tracing::error!(error = %e, "the emulator's listener failed");
+                }
+            }),
+            Some(identity) => tokio::spawn(serve_tls(listener, app, identity, stopped)),
+        };
         Ok(EmulatorHandle {
             addr,
             state,
@@ -240,6 +251,42 @@ impl EmulatorBuilder {
             stop: Some(stop),
             task: Some(task),
         })
+    }
+}
+
+/// Accepts TLS connections until told to stop; connections already open finish on their own.
+async fn serve_tls(
+    listener: TcpListener,
+    app: Router,
+    identity: crate::tls::TlsIdentity,
+    mut stopped: oneshot::Receiver<()>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(identity.server.clone());
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut stopped => break,
+            accepted = listener.accept() => accepted,
+        };
+        let Ok((tcp, peer)) = accepted else { continue };
+        let (acceptor, app) = (acceptor.clone(), app.clone());
+        tokio::spawn(async move {
+            // A client that does not trust the authority, or speaks plain http, fails here.
+            let tls = match acceptor.accept(tcp).await {
+                Ok(tls) => tls,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+            };
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let served =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+            if let Err(e) = served {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
     }
 }
 
@@ -270,9 +317,9 @@ impl EmulatorHandle {
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
-    /// `http://127.0.0.1:PORT`, no trailing slash.
+    /// `http://127.0.0.1:PORT` (`https://` when serving TLS), no trailing slash.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.state.base_url().to_string()
     }
     pub fn graph_url(&self) -> String {
         format!("{}/v1.0", self.url())
