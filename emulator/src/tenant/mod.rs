@@ -378,16 +378,13 @@ impl World {
         let reach = caller.authorize(&permissions::WRITE_USER_INSTALLATIONS)?;
         let user = tenant.user(user)?.id;
         tenant.check_subject(caller, user)?;
-        let installation = tenant
-            .installation(InstallScope::User(user), installation_id)?
-            .clone();
-        let app = tenant
-            .catalog_app(&installation.catalog_app.to_string())?
-            .clone();
-        check_reach(reach, caller, &app)?;
-        tenant
-            .installations
-            .retain(|i| i.id != installation.id || i.scope != installation.scope);
+        let (installation, app) = tenant.managed_installation(
+            caller,
+            reach,
+            InstallScope::User(user),
+            installation_id,
+        )?;
+        tenant.remove_installation(&installation);
         Ok(vec![TeamsEvent::AppUninstalledForUser {
             tenant: tenant.id,
             user,
@@ -406,11 +403,8 @@ impl World {
         let user = tenant.user(user)?.id;
         tenant.check_subject(caller, user)?;
         let scope = InstallScope::User(user);
-        let installation = tenant.installation(scope, installation_id)?.clone();
-        let app = tenant
-            .catalog_app(&installation.catalog_app.to_string())?
-            .clone();
-        check_reach(reach, caller, &app)?;
+        let (installation, app) =
+            tenant.managed_installation(caller, reach, scope, installation_id)?;
         if installation.version == app.version {
             return Ok(vec![]);
         }
@@ -477,15 +471,13 @@ impl World {
         if let Some(user) = caller.user {
             tenant.check_team_member(team_id, user)?;
         }
-        let scope = InstallScope::Team(team_id);
-        let installation = tenant.installation(scope, installation_id)?.clone();
-        let app = tenant
-            .catalog_app(&installation.catalog_app.to_string())?
-            .clone();
-        check_reach(reach, caller, &app)?;
-        tenant
-            .installations
-            .retain(|i| i.id != installation.id || i.scope != scope);
+        let (installation, app) = tenant.managed_installation(
+            caller,
+            reach,
+            InstallScope::Team(team_id),
+            installation_id,
+        )?;
+        tenant.remove_installation(&installation);
         Ok(vec![TeamsEvent::AppUninstalledForTeam {
             tenant: tenant.id,
             team: team_id,
@@ -596,6 +588,27 @@ impl Tenant {
             .iter()
             .find(|i| i.scope == scope && i.id == id)
             .ok_or_else(|| TenantError::InstallationNotFound(id.to_string()))
+    }
+
+    /// An installation in `scope` and its app, if the caller's permission reaches that app.
+    fn managed_installation(
+        &self,
+        caller: &Caller,
+        reach: Reach,
+        scope: InstallScope,
+        installation_id: &str,
+    ) -> Result<(Installation, CatalogApp), TenantError> {
+        let installation = self.installation(scope, installation_id)?.clone();
+        let app = self
+            .catalog_app(&installation.catalog_app.to_string())?
+            .clone();
+        check_reach(reach, caller, &app)?;
+        Ok((installation, app))
+    }
+
+    fn remove_installation(&mut self, installation: &Installation) {
+        self.installations
+            .retain(|i| i.id != installation.id || i.scope != installation.scope);
     }
 
     /// Whether the bot is installed where a user can reach it in personal scope.
