@@ -96,6 +96,10 @@ pub struct ServeArgs {
     /// The seed of injected faults that fire by chance (`/_emulator/faults` with a probability).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Transcript entries and delivery records kept; older ones go (and are counted). Chats
+    /// keep every message: that is tenant state, not a log.
+    #[arg(long, value_name = "N", default_value_t = crate::delivery::DEFAULT_RETAIN)]
+    pub retain: usize,
     /// Serve HTTPS, with certificates from a local authority kept in --tls-dir (its ca.pem is
     /// what clients trust: NODE_EXTRA_CA_CERTS, REQUESTS_CA_BUNDLE, SSL_CERT_FILE).
     #[arg(long)]
@@ -365,6 +369,7 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
         .bot_auth(args.bot_auth.into())
         .throttling(!args.no_throttling)
         .seed(args.seed)
+        .retain(args.retain)
         .start()
         .await
     {

@@ -86,11 +86,19 @@ fn named_bot(tenant: &Tenant, body: &Value) -> Result<Uuid, GraphError> {
 }
 
 async fn health(State(state): State<AppState>) -> axum::Json<Value> {
-    let world = state.world();
+    let tenants = state.read(|world| {
+        world
+            .tenants
+            .iter()
+            .map(|t| json!({"id": t.id, "displayName": t.display_name}))
+            .collect::<Vec<_>>()
+    });
     axum::Json(json!({
         "status": "ok",
-        "tenants": world.tenants.iter().map(|t| json!({"id": t.id, "displayName": t.display_name})).collect::<Vec<_>>(),
+        "tenants": tenants,
         "pendingDeliveries": state.delivery.pending(),
+        "retain": state.delivery.retain(),
+        "dropped": state.delivery.dropped(),
     }))
 }
 
@@ -98,9 +106,8 @@ async fn health(State(state): State<AppState>) -> axum::Json<Value> {
 async fn add_fault(State(state): State<AppState>, body: Bytes) -> Result<Response, GraphError> {
     let mut spec: crate::limits::FaultSpec = serde_json::from_slice(&body).map_err(|e| GraphError::bad_request(format!("Not a fault: {e}. Give operation (send, roster, graph_read, graph_install, graph_uninstall), status, and optionally code, message, retry_after, times, probability, about.")))?;
     if let Some(about) = &spec.about {
-        let world = state.world();
-        spec.about =
-            Some(resolve_about(&world, spec.operation, about).map_err(GraphError::bad_request)?);
+        let resolved = state.read(|world| resolve_about(world, spec.operation, about));
+        spec.about = Some(resolved.map_err(GraphError::bad_request)?);
     }
     state
         .limits
@@ -164,8 +171,15 @@ async fn clear_faults(State(state): State<AppState>) -> StatusCode {
     StatusCode::NO_CONTENT
 }
 
-async fn transcript(State(state): State<AppState>) -> axum::Json<Value> {
-    axum::Json(Value::Array(state.delivery.transcript()))
+/// A Bot Framework `.transcript` (a JSON array); `X-Emulator-Dropped` says how many older
+/// entries the retention let go.
+async fn transcript(State(state): State<AppState>) -> Response {
+    let dropped = state.delivery.dropped().transcript;
+    (
+        [("x-emulator-dropped", dropped.to_string())],
+        axum::Json(Value::Array(state.delivery.transcript())),
+    )
+        .into_response()
 }
 
 async fn deliveries(
@@ -178,7 +192,11 @@ async fn deliveries(
             .settle(Duration::from_millis(ms.min(60_000)))
             .await;
     }
-    axum::Json(json!({ "pending": state.delivery.pending(), "value": state.delivery.records() }))
+    axum::Json(json!({
+        "pending": state.delivery.pending(),
+        "dropped": state.delivery.dropped().deliveries,
+        "value": state.delivery.records(),
+    }))
 }
 
 /// The text (or a Graph `chatMessage` body) of a message a user writes.
@@ -202,8 +220,7 @@ async fn user_writes_to_bot(
     body: Bytes,
 ) -> Result<Response, GraphError> {
     let body = object(&body)?;
-    let (tenant, user, chat) = {
-        let world = state.world();
+    let (tenant, user, chat) = state.read(|world| -> Result<_, GraphError> {
         let t = pick_tenant(&world.tenants, &q)?;
         let u = t.user_by_handle(&user)?;
         let bot = named_bot(t, &body)?;
@@ -217,10 +234,9 @@ async fn user_writes_to_bot(
                     u.display_name
                 ))
             })?;
-        (t.id, u.id, chat.id.clone())
-    };
-    let message =
-        user_sends_in_chat(&state, tenant, user, &chat, &chat_message_body(&body)?).await?;
+        Ok((t.id, u.id, chat.id.clone()))
+    })?;
+    let message = user_sends_in_chat(&state, tenant, user, &chat, &chat_message_body(&body)?)?;
     Ok((StatusCode::CREATED, axum::Json(message)).into_response())
 }
 
@@ -232,8 +248,7 @@ async fn user_writes_in_channel(
     body: Bytes,
 ) -> Result<Response, GraphError> {
     let body = object(&body)?;
-    let (tenant, user, team_id, channel_id, graph_body) = {
-        let world = state.world();
+    let (tenant, user, team_id, channel_id, graph_body) = state.read(|world| -> Result<_, GraphError> {
         let t = pick_tenant(&world.tenants, &q)?;
         let from = body
             .get("from")
@@ -276,14 +291,14 @@ async fn user_writes_in_channel(
             mentions.push(json!({"id": i, "mentionText": m.display_name, "mentioned": {"user": {"id": m.id.to_string(), "displayName": m.display_name}}}));
         }
         content.push_str(text);
-        (
+        Ok((
             t.id,
             u.id,
             team.id.to_string(),
             c.id.clone(),
             json!({"body": {"contentType": "html", "content": content}, "mentions": mentions}),
-        )
-    };
+        ))
+    })?;
     let reply_to = body.get("replyTo").and_then(Value::as_str);
     let message = user_sends_in_channel(
         &state,
@@ -293,8 +308,7 @@ async fn user_writes_in_channel(
         &channel_id,
         reply_to,
         &graph_body,
-    )
-    .await?;
+    )?;
     Ok((StatusCode::CREATED, axum::Json(message)).into_response())
 }
 
@@ -310,17 +324,15 @@ async fn add_member(
         .get("user")
         .and_then(Value::as_str)
         .ok_or_else(|| GraphError::bad_request("Say who joins: 'user'."))?;
-    let events = {
-        let mut world = state.world();
+    state.change(|world| -> Result<_, GraphError> {
         let t = pick_tenant(&world.tenants, &q)?;
         let (tid, uid, team_id) = (
             t.id,
             t.user_by_handle(user)?.id.to_string(),
             t.team_by_handle(&team)?.id.to_string(),
         );
-        world.add_team_member(tid, &team_id, &uid)?
-    };
-    state.publish(events).await;
+        Ok(((), world.add_team_member(tid, &team_id, &uid)?))
+    })?;
     Ok(StatusCode::CREATED.into_response())
 }
 
@@ -329,17 +341,15 @@ async fn remove_member(
     Path((team, user)): Path<(String, String)>,
     Query(q): Query<TenantQuery>,
 ) -> Result<Response, GraphError> {
-    let events = {
-        let mut world = state.world();
+    state.change(|world| -> Result<_, GraphError> {
         let t = pick_tenant(&world.tenants, &q)?;
         let (tid, uid, team_id) = (
             t.id,
             t.user_by_handle(&user)?.id.to_string(),
             t.team_by_handle(&team)?.id.to_string(),
         );
-        world.remove_team_member(tid, &team_id, &uid)?
-    };
-    state.publish(events).await;
+        Ok(((), world.remove_team_member(tid, &team_id, &uid)?))
+    })?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -351,11 +361,12 @@ fn set_blocked(
     blocked: bool,
 ) -> Result<Response, GraphError> {
     let body = object(body)?;
-    let mut world = state.world();
-    let t = pick_tenant(&world.tenants, q)?;
-    let bot = named_bot(t, &body)?;
-    let (tid, uid) = (t.id, t.user_by_handle(user)?.id.to_string());
-    world.set_blocked(tid, &uid, bot, blocked)?;
+    state.mutate(|world| -> Result<(), GraphError> {
+        let t = pick_tenant(&world.tenants, q)?;
+        let bot = named_bot(t, &body)?;
+        let (tid, uid) = (t.id, t.user_by_handle(user)?.id.to_string());
+        Ok(world.set_blocked(tid, &uid, bot, blocked)?)
+    })?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

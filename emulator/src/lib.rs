@@ -14,7 +14,9 @@
 //! - [`control`]: `/_emulator/…`: health, transcript, deliveries, acting as a user.
 //! - [`scenario`]: scenario files, the runner, reports (terminal, JUnit, transcripts).
 //! - [`config`]: tenants from YAML or the embedded default, and the `serve` flags.
-//! - [`server`]: shared state, the router, start-up and graceful shutdown; [`Emulator`] for tests.
+//! - [`state`]: the state every route shares, one lock per request ([`state::AppState::change`]).
+//! - [`server`]: the router, start-up, serving plain http or TLS; [`Emulator`] for tests.
+//! - [`shutdown`]: the one signal that stops the listeners and the delivery workers.
 //! - [`tls`]: a local certificate authority and HTTPS, for clients that insist on it.
 //! - [`clock`], [`ids`]: time that tests can control, deterministic ids in Teams' formats.
 //!
@@ -38,8 +40,11 @@ pub mod ids;
 pub mod limits;
 pub mod scenario;
 pub mod server;
+pub mod shutdown;
+pub mod state;
 pub mod tenant;
 pub mod tls;
 
 pub use config::{EmulatorConfig, defaults};
-pub use server::{BotAuth, Emulator, EmulatorBuilder, EmulatorHandle};
+pub use server::{Emulator, EmulatorBuilder, EmulatorHandle};
+pub use state::BotAuth;

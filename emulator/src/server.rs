@@ -1,138 +1,23 @@
-//! The listener: shared state, the router that merges every surface, start-up on a port (or a
-//! free one), and graceful shutdown.
+//! The listener: the router that merges every surface, start-up on a port (or a free one), and
+//! serving until the emulator's [`Shutdown`] (plain http or TLS).
 
 use crate::clock::Clock;
 use crate::config::EmulatorConfig;
 use crate::identity::SigningKey;
-use crate::tenant::{TeamsEvent, World};
-use crate::{control, delivery, graph, identity};
+use crate::shutdown::Shutdown;
+use crate::state::Settings;
+pub use crate::state::{AppState, BotAuth};
+use crate::{control, graph, identity};
 use axum::Router;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-/// How activities to the bot are signed and Connector calls authenticated.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum BotAuth {
-    /// Activities carry a channel JWT; Connector calls need a bearer token from the emulator.
-    #[default]
-    Signed,
-    /// No `Authorization` either way, like a bot run without `MicrosoftAppId`.
-    None,
-}
-
-/// State shared by every route.
-#[derive(Clone)]
-pub struct AppState(Arc<Shared>);
-
-pub struct Shared {
-    world: Mutex<World>,
-    pub key: SigningKey,
-    pub bot_auth: BotAuth,
-    base_url: OnceLock<String>,
-    pub delivery: delivery::Deliveries,
-    /// Throttling and injected faults.
-    pub limits: crate::limits::Limits,
-    /// What the emulator started from, for `/_emulator/reset`.
-    initial: OnceLock<EmulatorConfig>,
-}
-
-impl std::ops::Deref for AppState {
-    type Target = Shared;
-    fn deref(&self) -> &Shared {
-        &self.0
-    }
-}
-
-impl AppState {
-    pub fn new(world: World, key: SigningKey, bot_auth: BotAuth) -> Self {
-        Self::with_limits(world, key, bot_auth, crate::limits::Limits::default())
-    }
-
-    pub fn with_limits(
-        world: World,
-        key: SigningKey,
-        bot_auth: BotAuth,
-        limits: crate::limits::Limits,
-    ) -> Self {
-        Self(Arc::new(Shared {
-            world: Mutex::new(world),
-            key,
-            bot_auth,
-            base_url: OnceLock::new(),
-            delivery: delivery::Deliveries::default(),
-            limits,
-            initial: OnceLock::new(),
-        }))
-    }
-
-    /// Back to the state the emulator started in: its tenants as configured (bots keep the
-    /// endpoints they were pointed at), no installations, chats, deliveries, transcript or faults.
-    pub fn reset(&self) {
-        if let Some(config) = self.0.initial.get() {
-            let mut world = self.world();
-            let endpoints: Vec<(uuid::Uuid, Option<String>)> = world
-                .tenants
-                .iter()
-                .flat_map(|t| {
-                    t.registrations
-                        .iter()
-                        .map(|r| (r.client_id, r.messaging_endpoint.clone()))
-                })
-                .collect();
-            let fresh = config.build_world(world.clock.clone());
-            *world = fresh;
-            for (client_id, endpoint) in endpoints {
-                if let Some(endpoint) = endpoint {
-                    world.set_messaging_endpoint(client_id, &endpoint);
-                }
-            }
-        }
-        self.delivery.clear();
-        self.limits.reset();
-    }
-
-    /// A handle that does not keep the state alive (for tasks the state itself owns).
-    pub fn downgrade(&self) -> std::sync::Weak<Shared> {
-        Arc::downgrade(&self.0)
-    }
-
-    pub fn upgrade(weak: &std::sync::Weak<Shared>) -> Option<Self> {
-        weak.upgrade().map(Self)
-    }
-
-    /// The state, locked. Held only for synchronous work: never across an `.await`.
-    pub fn world(&self) -> MutexGuard<'_, World> {
-        // A panic while holding the lock leaves consistent data (every change is one step), so
-        // keep serving rather than poisoning every later request.
-        self.0.world.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// `http://HOST:PORT`, without a trailing slash.
-    pub fn base_url(&self) -> &str {
-        self.0
-            .base_url
-            .get()
-            .map(String::as_str)
-            .unwrap_or("http://127.0.0.1")
-    }
-
-    /// The Connector `serviceUrl` that activities carry.
-    pub fn service_url(&self) -> String {
-        format!("{}/amer/", self.base_url())
-    }
-
-    /// Hands what a change told Teams to the bots, in order.
-    pub async fn publish(&self, events: Vec<TeamsEvent>) {
-        for event in events {
-            delivery::deliver_event(self, &event).await;
-        }
-    }
-}
+/// How long [`EmulatorHandle::shutdown`] lets queued deliveries finish.
+const SETTLE_ON_SHUTDOWN: Duration = Duration::from_secs(5);
 
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -161,6 +46,7 @@ pub struct EmulatorBuilder {
     throttling: bool,
     seed: u64,
     tls: Option<crate::tls::TlsIdentity>,
+    retain: usize,
 }
 
 impl Default for EmulatorBuilder {
@@ -174,6 +60,7 @@ impl Default for EmulatorBuilder {
             throttling: true,
             seed: 0,
             tls: None,
+            retain: crate::delivery::DEFAULT_RETAIN,
         }
     }
 }
@@ -215,29 +102,34 @@ impl EmulatorBuilder {
         self.seed = seed;
         self
     }
+    /// Transcript entries and delivery records kept (the oldest go first, and are counted).
+    pub fn retain(mut self, entries: usize) -> Self {
+        self.retain = entries;
+        self
+    }
 
     /// Binds, and serves in the background until the handle is shut down or dropped.
     pub async fn start(self) -> std::io::Result<EmulatorHandle> {
         let listener = TcpListener::bind(self.listen).await?;
         let addr = listener.local_addr()?;
-        let world = self.config.build_world(self.clock.clone());
-        let initial = self.config.clone();
-        let state = AppState::with_limits(
-            world,
-            self.key.unwrap_or_else(SigningKey::embedded),
-            self.bot_auth,
-            crate::limits::Limits::new(self.throttling, self.seed),
-        );
         let scheme = if self.tls.is_some() { "https" } else { "http" };
-        let _ = state.0.base_url.set(format!("{scheme}://{addr}"));
-        let _ = state.0.initial.set(initial);
+        let shutdown = Shutdown::new();
+        let state = AppState::new(Settings {
+            config: self.config,
+            clock: self.clock.clone(),
+            key: self.key.unwrap_or_else(SigningKey::embedded),
+            bot_auth: self.bot_auth,
+            limits: crate::limits::Limits::new(self.throttling, self.seed),
+            retain: self.retain,
+            base_url: format!("{scheme}://{addr}"),
+            shutdown: shutdown.clone(),
+        });
         let app = router(state.clone());
-        let (stop, stopped) = oneshot::channel::<()>();
+        let stopped = shutdown.clone();
         let task = match self.tls {
             None => tokio::spawn(async move {
-                let served = axum::serve(listener, app).with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                });
+                let served = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move { stopped.triggered().await });
                 if let Err(e) = served.await {
                     tracing::error!(error = %e, "the emulator's listener failed");
                 }
@@ -248,7 +140,7 @@ impl EmulatorBuilder {
             addr,
             state,
             clock: self.clock,
-            stop: Some(stop),
+            shutdown,
             task: Some(task),
         })
     }
@@ -259,12 +151,12 @@ async fn serve_tls(
     listener: TcpListener,
     app: Router,
     identity: crate::tls::TlsIdentity,
-    mut stopped: oneshot::Receiver<()>,
+    stopped: Shutdown,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(identity.server.clone());
     loop {
         let accepted = tokio::select! {
-            _ = &mut stopped => break,
+            () = stopped.triggered() => break,
             accepted = listener.accept() => accepted,
         };
         let Ok((tcp, peer)) = accepted else { continue };
@@ -309,7 +201,7 @@ pub struct EmulatorHandle {
     addr: SocketAddr,
     state: AppState,
     clock: Clock,
-    stop: Option<oneshot::Sender<()>>,
+    shutdown: Shutdown,
     task: Option<JoinHandle<()>>,
 }
 
@@ -326,7 +218,7 @@ impl EmulatorHandle {
     }
     /// The `serviceUrl` of activities (ends in `/`).
     pub fn service_url(&self) -> String {
-        self.state.service_url()
+        self.state.service_url().to_string()
     }
     pub fn token_url(&self, tenant: uuid::Uuid) -> String {
         format!("{}/{tenant}/oauth2/v2.0/token", self.url())
@@ -345,26 +237,26 @@ impl EmulatorHandle {
     /// only be started once the emulator's URL is known (or restarts on another port). Returns
     /// whether the emulator has that registration.
     pub fn set_bot_endpoint(&self, app_id: uuid::Uuid, endpoint: &str) -> bool {
-        self.state.world().set_messaging_endpoint(app_id, endpoint)
+        self.state
+            .mutate(|world| world.set_messaging_endpoint(app_id, endpoint))
     }
 
-    /// Stops accepting, lets requests in flight finish, and waits for the listener to close.
+    /// Lets queued deliveries finish (a bot answering one may still call the Connector), then
+    /// stops accepting, lets requests in flight finish, stops the delivery workers and waits
+    /// for the listener and the workers to end.
     pub async fn shutdown(mut self) {
-        self.stop_now();
+        self.state.delivery.settle(SETTLE_ON_SHUTDOWN).await;
+        self.shutdown.trigger();
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
-    }
-
-    fn stop_now(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        self.state.delivery.join(SETTLE_ON_SHUTDOWN).await;
     }
 }
 
 impl Drop for EmulatorHandle {
+    /// Stops everything without waiting: the listener and the workers end on their own.
     fn drop(&mut self) {
-        self.stop_now();
+        self.shutdown.trigger();
     }
 }

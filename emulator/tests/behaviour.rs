@@ -36,6 +36,6 @@ async fn sends_can_be_accepted_with_202_and_no_body_and_still_land() {
     assert!(
         chat.messages
             .iter()
-            .any(|m| m.activity["text"] == "accepted, not yet numbered")
+            .any(|m| m.activity.value()["text"] == "accepted, not yet numbered")
     );
 }

@@ -3,14 +3,13 @@
 use super::{ConnectorError, authenticate, object_body, resolve_for_bot};
 use crate::limits::Operation;
 use crate::server::AppState;
-use crate::tenant::{Conversation, ConversationError, Participant};
+use crate::tenant::{BotPost, ConversationError};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use uuid::Uuid;
 
 pub async fn send_to_conversation(
     State(state): State<AppState>,
@@ -71,7 +70,8 @@ pub(super) fn check_fields(activity: &Value) -> Result<(), ConnectorError> {
     Ok(())
 }
 
-/// Posts a bot's activity into a conversation and records it as a message.
+/// Posts a bot's activity into a conversation and records it as a message: one world lock,
+/// in which the call is admitted, the message kept and the transcript told.
 pub fn post_activity(
     state: &AppState,
     headers: &HeaderMap,
@@ -81,105 +81,36 @@ pub fn post_activity(
 ) -> Result<Response, ConnectorError> {
     let caller = authenticate(state, headers)?;
     let activity = object_body(body)?;
-    let kind = activity_type(&activity)?;
+    activity_type(&activity)?;
     check_fields(&activity)?;
-    let service_url = state.service_url();
-    let stored = {
-        let mut world = state.world();
+    let (id, without_id) = state.mutate(|world| -> Result<_, ConnectorError> {
         let (tenant_id, conversation, bot) =
-            resolve_for_bot(state, &world, caller, conversation_id, Operation::Send)?;
+            resolve_for_bot(state, world, caller, conversation_id, Operation::Send)?;
         let now = world.now();
         let id = world.next_message_id();
+        let without_id = world.behaviour.send_accepted_without_id;
         let tenant = world
             .tenant_mut(tenant_id)
             .ok_or(ConversationError::ConversationNotFound(
                 conversation_id.into(),
             ))?;
-        let stored = bot_activity(
-            tenant,
+        let stored = tenant.post_bot_activity(BotPost {
             bot,
-            &conversation,
-            conversation_id,
-            &id,
+            conversation: &conversation,
+            addressed_as: conversation_id,
+            id: &id,
             activity,
             reply_to,
-            &service_url,
+            service_url: state.service_url(),
             now,
-        );
-        if kind == "message" {
-            let message = tenant.post_message(
-                &conversation,
-                id.clone(),
-                Participant::Bot(bot),
-                reply_to,
-                stored.clone(),
-                now,
-            )?;
-            // a reply in a channel belongs to its thread
-            if let (Conversation::Channel { channel, .. }, Some(root)) =
-                (&conversation, &message.reply_to)
-            {
-                let mut s = stored;
-                s["conversation"]["id"] = json!(format!("{channel};messageid={root}"));
-                s
-            } else {
-                stored
-            }
-        } else {
-            stored
-        }
-    };
-    let id = stored["id"].clone();
-    state.delivery.record_from_bot(stored);
-    if state.world().behaviour.send_accepted_without_id {
+        })?;
+        state.delivery.record_from_bot(stored);
+        Ok((id, without_id))
+    })?;
+    if without_id {
         return Ok(StatusCode::ACCEPTED.into_response());
     }
     Ok((StatusCode::CREATED, Json(json!({ "id": id }))).into_response())
-}
-
-/// The activity as Teams keeps it: stamped with id, time, the bot as sender, and the conversation.
-#[allow(clippy::too_many_arguments)]
-pub fn bot_activity(
-    tenant: &crate::tenant::Tenant,
-    bot: Uuid,
-    conversation: &Conversation,
-    conversation_id: &str,
-    id: &str,
-    mut activity: Value,
-    reply_to: Option<&str>,
-    service_url: &str,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Value {
-    let bot_name = tenant
-        .app_of_bot(bot)
-        .map(|a| a.display_name.clone())
-        .unwrap_or_else(|| "Bot".into());
-    let conversation_type = match conversation {
-        Conversation::Personal { .. } => "personal",
-        Conversation::Channel { .. } => "channel",
-    };
-    activity["id"] = json!(id);
-    activity["timestamp"] = json!(now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
-    activity["channelId"] = json!("msteams");
-    activity["serviceUrl"] = json!(service_url);
-    activity["from"] = json!({"id": crate::ids::bot_mri(bot), "name": bot_name});
-    // a 1:1 chat keeps its Connector id however it was addressed
-    let conversation_id = match conversation {
-        Conversation::Personal { chat } => tenant
-            .chat(chat)
-            .map(|c| c.conversation_id.as_str())
-            .unwrap_or(conversation_id),
-        Conversation::Channel { .. } => conversation_id,
-    };
-    let mut conv = json!({"id": conversation_id, "conversationType": conversation_type, "tenantId": tenant.id.to_string()});
-    if matches!(conversation, Conversation::Channel { .. }) {
-        conv["isGroup"] = json!(true);
-    }
-    activity["conversation"] = conv;
-    if let Some(r) = reply_to {
-        activity["replyToId"] = json!(r);
-    }
-    activity
 }
 
 pub async fn update_activity(
@@ -191,27 +122,21 @@ pub async fn update_activity(
     let caller = authenticate(&state, &headers)?;
     let activity = object_body(&body)?;
     check_fields(&activity)?;
-    let updated = {
-        let mut world = state.world();
+    state.mutate(|world| -> Result<(), ConnectorError> {
         let now = world.now();
         let (tenant_id, conversation, bot) =
-            resolve_for_bot(&state, &world, caller, &conversation_id, Operation::Send)?;
+            resolve_for_bot(&state, world, caller, &conversation_id, Operation::Send)?;
         let tenant = world
             .tenant_mut(tenant_id)
             .ok_or(ConversationError::ConversationNotFound(
                 conversation_id.clone(),
             ))?;
-        tenant.update_message(&conversation, bot, &activity_id, activity, now)?;
-        tenant
-            .messages(&conversation)
-            .iter()
-            .find(|m| m.id == activity_id)
-            .map(|m| m.activity.clone())
-    };
-    if let Some(mut a) = updated {
-        a["type"] = json!("messageUpdate");
-        state.delivery.record_from_bot(a);
-    }
+        let updated = tenant.update_message(&conversation, bot, &activity_id, activity, now)?;
+        let mut update = updated.value();
+        update["type"] = json!("messageUpdate");
+        state.delivery.record_from_bot(update.into());
+        Ok(())
+    })?;
     Ok(Json(json!({ "id": activity_id })))
 }
 
@@ -222,25 +147,19 @@ pub async fn delete_activity(
     headers: HeaderMap,
 ) -> Result<StatusCode, ConnectorError> {
     let caller = authenticate(&state, &headers)?;
-    let mut world = state.world();
-    let now = world.now();
-    let (tenant_id, conversation, bot) =
-        resolve_for_bot(&state, &world, caller, &conversation_id, Operation::Send)?;
-    let tenant = world
-        .tenant_mut(tenant_id)
-        .ok_or(ConversationError::ConversationNotFound(
-            conversation_id.clone(),
-        ))?;
-    tenant.delete_message(&conversation, bot, &activity_id, now)?;
-    // a 1:1 chat keeps its Connector id however it was addressed, as in bot_activity
-    let recorded_id = match &conversation {
-        Conversation::Personal { chat } => tenant
-            .chat(chat)
-            .map(|c| c.conversation_id.clone())
-            .unwrap_or_else(|| conversation_id.clone()),
-        Conversation::Channel { .. } => conversation_id.clone(),
-    };
-    drop(world);
-    state.delivery.record_from_bot(json!({"type": "messageDelete", "id": activity_id, "from": {"id": crate::ids::bot_mri(bot)}, "conversation": {"id": recorded_id}, "timestamp": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)}));
+    state.mutate(|world| -> Result<(), ConnectorError> {
+        let now = world.now();
+        let (tenant_id, conversation, bot) =
+            resolve_for_bot(&state, world, caller, &conversation_id, Operation::Send)?;
+        let tenant = world
+            .tenant_mut(tenant_id)
+            .ok_or(ConversationError::ConversationNotFound(
+                conversation_id.clone(),
+            ))?;
+        tenant.delete_message(&conversation, bot, &activity_id, now)?;
+        let recorded_id = tenant.connector_id(&conversation, &conversation_id);
+        state.delivery.record_from_bot(json!({"type": "messageDelete", "id": activity_id, "from": {"id": crate::ids::bot_mri(bot)}, "conversation": {"id": recorded_id}, "timestamp": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)}).into());
+        Ok(())
+    })?;
     Ok(StatusCode::OK)
 }

@@ -1,10 +1,9 @@
 //! `POST v3/conversations`: a 1:1 conversation with a user (by `29:` id and tenant), or a new
 //! thread in a channel.
 
-use super::activities::bot_activity;
 use super::{ConnectorError, authenticate, object_body};
 use crate::server::AppState;
-use crate::tenant::{Conversation, ConversationError, Participant, World};
+use crate::tenant::{BotPost, Conversation, ConversationError, World};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -102,9 +101,8 @@ pub async fn create_conversation(
         .and_then(Value::as_bool)
         .unwrap_or(false);
     let service_url = state.service_url();
-    let (answer, sent) = {
-        let mut world = state.world();
-        let tenant_id = resolve_tenant(&world, &body, bot)?;
+    let answer = state.mutate(|world| -> Result<Value, ConnectorError> {
+        let tenant_id = resolve_tenant(world, &body, bot)?;
         let now = world.now();
         let message_id = world.next_message_id();
         let tenant = world
@@ -142,29 +140,18 @@ pub async fn create_conversation(
                 &super::limits_key(&conversation),
             )?;
             let thread_id = format!("{channel};messageid={message_id}");
-            let stored = bot_activity(
-                tenant,
+            let stored = tenant.post_bot_activity(BotPost {
                 bot,
-                &conversation,
-                &thread_id,
-                &message_id,
+                conversation: &conversation,
+                addressed_as: &thread_id,
+                id: &message_id,
                 activity,
-                None,
-                &service_url,
+                reply_to: None,
+                service_url,
                 now,
-            );
-            tenant.post_message(
-                &conversation,
-                message_id.clone(),
-                Participant::Bot(bot),
-                None,
-                stored.clone(),
-                now,
-            )?;
-            (
-                json!({"id": thread_id, "activityId": message_id, "serviceUrl": service_url}),
-                Some(stored),
-            )
+            })?;
+            state.delivery.record_from_bot(stored);
+            Ok(json!({"id": thread_id, "activityId": message_id, "serviceUrl": service_url}))
         } else {
             let members = body
                 .get("members")
@@ -218,37 +205,24 @@ pub async fn create_conversation(
             let chat = tenant.open_personal_conversation(bot, user, now)?;
             let (chat_id, conversation_id) = (chat.id.clone(), chat.conversation_id.clone());
             let mut answer = json!({"id": conversation_id, "serviceUrl": service_url});
-            let mut sent = None;
             if let Some(activity) = initial {
                 let conversation = Conversation::Personal { chat: chat_id };
                 tenant.check_bot_may_post(bot, &conversation)?;
-                let stored = bot_activity(
-                    tenant,
+                let stored = tenant.post_bot_activity(BotPost {
                     bot,
-                    &conversation,
-                    &conversation_id,
-                    &message_id,
+                    conversation: &conversation,
+                    addressed_as: &conversation_id,
+                    id: &message_id,
                     activity,
-                    None,
-                    &service_url,
+                    reply_to: None,
+                    service_url,
                     now,
-                );
-                tenant.post_message(
-                    &conversation,
-                    message_id.clone(),
-                    Participant::Bot(bot),
-                    None,
-                    stored.clone(),
-                    now,
-                )?;
+                })?;
+                state.delivery.record_from_bot(stored);
                 answer["activityId"] = json!(message_id);
-                sent = Some(stored);
             }
-            (answer, sent)
+            Ok(answer)
         }
-    };
-    if let Some(activity) = sent {
-        state.delivery.record_from_bot(activity);
-    }
+    })?;
     Ok((StatusCode::CREATED, Json(answer)))
 }

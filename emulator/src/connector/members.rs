@@ -3,14 +3,13 @@
 use super::{ConnectorError, acting_bot, authenticate, channel_account, resolve_for_bot};
 use crate::limits::Operation;
 use crate::server::AppState;
-use crate::tenant::{Conversation, ConversationError};
+use crate::tenant::{Conversation, ConversationError, Team};
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
-use uuid::Uuid;
 
 /// The roster of a conversation the bot is in.
 fn roster(
@@ -19,19 +18,20 @@ fn roster(
     conversation_id: &str,
 ) -> Result<Vec<Value>, ConnectorError> {
     let caller = authenticate(state, headers)?;
-    let world = state.world();
-    let (tenant_id, conversation, _) =
-        resolve_for_bot(state, &world, caller, conversation_id, Operation::Roster)?;
-    let tenant = world
-        .tenant(tenant_id)
-        .ok_or(ConversationError::ConversationNotFound(
-            conversation_id.into(),
-        ))?;
-    Ok(tenant
-        .roster(&conversation)
-        .into_iter()
-        .map(|u| channel_account(tenant, u))
-        .collect())
+    state.read(|world| {
+        let (tenant_id, conversation, _) =
+            resolve_for_bot(state, world, caller, conversation_id, Operation::Roster)?;
+        let tenant = world
+            .tenant(tenant_id)
+            .ok_or(ConversationError::ConversationNotFound(
+                conversation_id.into(),
+            ))?;
+        Ok(tenant
+            .roster(&conversation)
+            .into_iter()
+            .map(|u| channel_account(tenant, u))
+            .collect())
+    })
 }
 
 pub async fn get_conversation_members(
@@ -94,38 +94,41 @@ pub async fn get_conversation_member(
         .ok_or_else(|| ConversationError::MemberNotFound(member).into())
 }
 
-/// A team by its thread id (as `channelData.team.id` gives it) or group id.
-fn team_for_bot(
+/// A team by its thread id (as `channelData.team.id` gives it) or group id, once the bot may
+/// read it: `answer` shapes it under the same lock.
+fn with_team_for_bot<R>(
     state: &AppState,
     headers: &HeaderMap,
     team: &str,
-) -> Result<(Uuid, Uuid), ConnectorError> {
+    answer: impl FnOnce(&Team) -> R,
+) -> Result<R, ConnectorError> {
     let caller = authenticate(state, headers)?;
-    let world = state.world();
-    for tenant in &world.tenants {
-        let Some(t) = tenant
-            .teams
-            .iter()
-            .find(|t| t.thread_id == team || t.id.to_string().eq_ignore_ascii_case(team))
-        else {
-            continue;
-        };
-        let conversation = Conversation::Channel {
-            team: t.id,
-            channel: t.thread_id.clone(),
-            thread: None,
-        };
-        let bot = acting_bot(tenant, caller, &conversation)?;
-        tenant.check_bot_may_post(bot, &conversation)?;
-        state.limits.admit_connector(
-            world.now(),
-            Operation::Roster,
-            bot,
-            &super::limits_key(&conversation),
-        )?;
-        return Ok((tenant.id, t.id));
-    }
-    Err(ConversationError::ConversationNotFound(team.to_string()).into())
+    state.read(|world| {
+        for tenant in &world.tenants {
+            let Some(t) = tenant
+                .teams
+                .iter()
+                .find(|t| t.thread_id == team || t.id.to_string().eq_ignore_ascii_case(team))
+            else {
+                continue;
+            };
+            let conversation = Conversation::Channel {
+                team: t.id,
+                channel: t.thread_id.clone(),
+                thread: None,
+            };
+            let bot = acting_bot(tenant, caller, &conversation)?;
+            tenant.check_bot_may_post(bot, &conversation)?;
+            state.limits.admit_connector(
+                state.now(),
+                Operation::Roster,
+                bot,
+                &super::limits_key(&conversation),
+            )?;
+            return Ok(answer(t));
+        }
+        Err(ConversationError::ConversationNotFound(team.to_string()).into())
+    })
 }
 
 pub async fn get_team_details(
@@ -133,20 +136,16 @@ pub async fn get_team_details(
     Path(team): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ConnectorError> {
-    let (tenant, team) = team_for_bot(&state, &headers, &team)?;
-    let world = state.world();
-    let t = world
-        .tenant(tenant)
-        .and_then(|t| t.teams.iter().find(|x| x.id == team))
-        .ok_or(ConversationError::ConversationNotFound(team.to_string()))?;
-    Ok(Json(json!({
-        "id": t.thread_id,
-        "name": t.display_name,
-        "aadGroupId": t.id.to_string(),
-        "type": "standard",
-        "channelCount": t.channels.len(),
-        "memberCount": t.members.len(),
-    })))
+    with_team_for_bot(&state, &headers, &team, |t| {
+        Json(json!({
+            "id": t.thread_id,
+            "name": t.display_name,
+            "aadGroupId": t.id.to_string(),
+            "type": "standard",
+            "channelCount": t.channels.len(),
+            "memberCount": t.members.len(),
+        }))
+    })
 }
 
 pub async fn get_team_channels(
@@ -154,16 +153,12 @@ pub async fn get_team_channels(
     Path(team): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ConnectorError> {
-    let (tenant, team) = team_for_bot(&state, &headers, &team)?;
-    let world = state.world();
-    let t = world
-        .tenant(tenant)
-        .and_then(|t| t.teams.iter().find(|x| x.id == team))
-        .ok_or(ConversationError::ConversationNotFound(team.to_string()))?;
-    let conversations: Vec<Value> = t
-        .channels
-        .iter()
-        .map(|c| json!({"id": c.id, "name": if c.general { Value::Null } else { json!(c.display_name) }}))
-        .collect();
-    Ok(Json(json!({ "conversations": conversations })))
+    with_team_for_bot(&state, &headers, &team, |t| {
+        let conversations: Vec<Value> = t
+            .channels
+            .iter()
+            .map(|c| json!({"id": c.id, "name": if c.general { Value::Null } else { json!(c.display_name) }}))
+            .collect();
+        Json(json!({ "conversations": conversations }))
+    })
 }

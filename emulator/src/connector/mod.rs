@@ -116,17 +116,16 @@ pub fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Option<Uuid
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let now = state.world().now();
-    let checked = validate_bearer(&state.key, now, authorization, &[BOT_FRAMEWORK_RESOURCE]);
+    let checked = validate_bearer(
+        &state.key,
+        state.now(),
+        authorization,
+        &[BOT_FRAMEWORK_RESOURCE],
+    );
     match (state.bot_auth, checked) {
         (_, Ok(token)) => {
             let app = token.caller.app_id;
-            let registered = state
-                .world()
-                .tenants
-                .iter()
-                .any(|t| t.registration(app).is_some());
-            if !registered {
+            if !state.is_registered(app) {
                 return Err(ConnectorError::new(
                     axum::http::StatusCode::UNAUTHORIZED,
                     "BotNotRegistered",
@@ -159,7 +158,7 @@ pub fn resolve_for_bot(
     tenant.check_bot_may_post(bot, &conversation)?;
     state
         .limits
-        .admit_connector(world.now(), operation, bot, &limits_key(&conversation))?;
+        .admit_connector(state.now(), operation, bot, &limits_key(&conversation))?;
     Ok((tenant_id, conversation, bot))
 }
 

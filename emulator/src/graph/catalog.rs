@@ -69,15 +69,14 @@ async fn list_teams_apps(
     let caller = authenticate(&state, &headers)?;
     super::admit(&state, &caller, crate::limits::Operation::GraphRead, None)?;
     caller.authorize(&permissions::READ_APP_CATALOG)?;
-    let items = {
-        let world = state.world();
-        world
+    let items = state.read(|world| -> Result<_, GraphError> {
+        Ok(world
             .tenant_of(&caller)?
             .catalog
             .iter()
             .map(teams_app_json)
-            .collect()
-    };
+            .collect())
+    })?;
     collection(&state, &uri, &TEAMS_APPS, "appCatalogs/teamsApps", items)
 }
 
@@ -90,9 +89,8 @@ async fn get_teams_app(
     let caller = authenticate(&state, &headers)?;
     super::admit(&state, &caller, crate::limits::Operation::GraphRead, None)?;
     caller.authorize(&permissions::READ_APP_CATALOG)?;
-    let item = {
-        let world = state.world();
-        teams_app_json(world.tenant_of(&caller)?.catalog_app(&app)?)
-    };
+    let item = state.read(|world| -> Result<_, GraphError> {
+        Ok(teams_app_json(world.tenant_of(&caller)?.catalog_app(&app)?))
+    })?;
     entity(&uri, &TEAMS_APPS, "appCatalogs/teamsApps/$entity", item)
 }

@@ -113,7 +113,7 @@ pub fn message_json(
             json!({"application": null, "device": null, "user": {"@odata.type": "#microsoft.graph.teamworkUserIdentity", "id": user.to_string(), "displayName": name, "userIdentityType": "aadUser", "tenantId": tenant.id.to_string()}})
         }
     };
-    let activity = &message.activity;
+    let activity = &message.activity.value();
     let attachments: Vec<Value> = activity
         .get("attachments")
         .and_then(Value::as_array)
@@ -204,16 +204,15 @@ async fn list_user_chats(
 ) -> Result<Response, GraphError> {
     let caller = authenticate(&state, &headers)?;
     super::admit(&state, &caller, crate::limits::Operation::GraphRead, None)?;
-    let (items, user_id) = {
-        let world = state.world();
+    let (items, user_id) = state.read(|world| -> Result<_, GraphError> {
         let tenant = world.tenant_of(&caller)?;
         let items = tenant
             .chats_of_user(&caller, &user)?
             .into_iter()
             .map(|c| chat_json(tenant, c))
             .collect();
-        (items, tenant.user(&user)?.id)
-    };
+        Ok((items, tenant.user(&user)?.id))
+    })?;
     collection(
         &state,
         &uri,
@@ -231,14 +230,13 @@ async fn get_chat(
 ) -> Result<Response, GraphError> {
     let caller = authenticate(&state, &headers)?;
     super::admit(&state, &caller, crate::limits::Operation::GraphRead, None)?;
-    let item = {
-        let world = state.world();
+    let item = state.read(|world| -> Result<_, GraphError> {
         let tenant = world.tenant_of(&caller)?;
-        chat_json(
+        Ok(chat_json(
             tenant,
             tenant.readable_chat(&caller, &chat, &permissions::READ_CHATS)?,
-        )
-    };
+        ))
+    })?;
     entity(&uri, &CHATS, "chats/$entity", item)
 }
 
@@ -250,17 +248,18 @@ async fn list_chat_messages(
 ) -> Result<Response, GraphError> {
     let caller = authenticate(&state, &headers)?;
     super::admit(&state, &caller, crate::limits::Operation::GraphRead, None)?;
-    let world = state.world();
-    let tenant = world.tenant_of(&caller)?;
-    let chat = tenant.readable_chat(&caller, &chat, &permissions::READ_CHAT_MESSAGES)?;
-    // Graph lists the newest message first.
-    let newest_first: Vec<&crate::tenant::Message> = chat.messages.iter().rev().collect();
-    collection_of(
-        &state,
-        &uri,
-        &CHAT_MESSAGES,
-        &format!("chats('{}')/messages", chat.id),
-        &newest_first,
-        |m| message_json(tenant, m, Some(&chat.id), None),
-    )
+    state.read(|world| {
+        let tenant = world.tenant_of(&caller)?;
+        let chat = tenant.readable_chat(&caller, &chat, &permissions::READ_CHAT_MESSAGES)?;
+        // Graph lists the newest message first.
+        let newest_first: Vec<&crate::tenant::Message> = chat.messages.iter().rev().collect();
+        collection_of(
+            &state,
+            &uri,
+            &CHAT_MESSAGES,
+            &format!("chats('{}')/messages", chat.id),
+            &newest_first,
+            |m| message_json(tenant, m, Some(&chat.id), None),
+        )
+    })
 }

@@ -7,7 +7,7 @@ use super::odata::EntitySet;
 use super::{GraphError, admit, authenticate, collection, entity, json_body};
 use crate::limits::Operation;
 use crate::server::AppState;
-use crate::tenant::{Installation, Tenant};
+use crate::tenant::{Caller, Installation, ScopeRef, TeamsEvent, Tenant, World};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{OriginalUri, Path, State};
@@ -67,55 +67,27 @@ pub const TEAM_INSTALLATIONS: EntitySet = EntitySet {
     page_size: 100,
 };
 
-/// The caller of a call about `user`, once Graph's limits (and any fault) let it through.
-fn user_call(
+/// The caller of a call about a scope, once Graph's limits (and any fault) let it through.
+/// Faults name users and teams by object id, whichever way the path names them.
+fn scope_call(
     state: &AppState,
-    headers: &HeaderMap,
+    world: &World,
+    caller: &Caller,
     operation: Operation,
-    user: &str,
-) -> Result<crate::tenant::Caller, GraphError> {
-    let caller = authenticate(state, headers)?;
-    admit(
-        state,
-        &caller,
-        operation,
-        Some(&about_user(state, &caller, user)),
-    )?;
-    Ok(caller)
-}
-
-/// The caller of a call about `team`, once Graph's limits let it through.
-fn team_call(
-    state: &AppState,
-    headers: &HeaderMap,
-    operation: Operation,
-    team: &str,
-) -> Result<crate::tenant::Caller, GraphError> {
-    let caller = authenticate(state, headers)?;
-    let about = {
-        let world = state.world();
-        world
-            .tenant(caller.tenant)
+    scope: ScopeRef<'_>,
+) -> Result<(), GraphError> {
+    let tenant = world.tenant(caller.tenant);
+    let about = match scope {
+        ScopeRef::User(user) => tenant
+            .and_then(|t| t.user(user).ok())
+            .map(|u| u.id.to_string())
+            .unwrap_or_else(|| user.to_string()),
+        ScopeRef::Team(team) => tenant
             .and_then(|t| t.team(team).ok())
             .map(|t| t.id.to_string())
+            .unwrap_or_else(|| team.to_string()),
     };
-    admit(
-        state,
-        &caller,
-        operation,
-        Some(about.as_deref().unwrap_or(team)),
-    )?;
-    Ok(caller)
-}
-
-/// The user a call is about, by object id (as faults name users), whichever way the path names them.
-fn about_user(state: &AppState, caller: &crate::tenant::Caller, user: &str) -> String {
-    let world = state.world();
-    world
-        .tenant(caller.tenant)
-        .and_then(|t| t.user(user).ok())
-        .map(|u| u.id.to_string())
-        .unwrap_or_else(|| user.to_string())
+    admit(state, caller, operation, Some(&about))
 }
 
 fn installation_json(tenant: &Tenant, installation: &Installation) -> Value {
@@ -172,30 +144,82 @@ fn bound_catalog_app(body: &Bytes) -> Result<String, GraphError> {
     Ok(id.to_string())
 }
 
+/// The installations in a scope, each with its app and (personal scope) its chat.
+fn list_installations(
+    state: &AppState,
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+    scope: ScopeRef<'_>,
+) -> Result<Response, GraphError> {
+    let caller = authenticate(state, headers)?;
+    let (items, fragment) = state.read(|world| -> Result<_, GraphError> {
+        scope_call(state, world, &caller, Operation::GraphRead, scope)?;
+        let tenant = world.tenant_of(&caller)?;
+        let items = tenant
+            .installations_in(&caller, scope)?
+            .into_iter()
+            .map(|i| installation_json(tenant, i))
+            .collect::<Vec<_>>();
+        let fragment = match scope {
+            ScopeRef::User(user) => {
+                format!("users('{}')/teamwork/installedApps", tenant.user(user)?.id)
+            }
+            ScopeRef::Team(team) => format!("teams('{team}')/installedApps"),
+        };
+        Ok((items, fragment))
+    })?;
+    let set = match scope {
+        ScopeRef::User(_) => &USER_INSTALLATIONS,
+        ScopeRef::Team(_) => &TEAM_INSTALLATIONS,
+    };
+    collection(state, uri, set, &fragment, items)
+}
+
+fn get_installation(
+    state: &AppState,
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+    scope: ScopeRef<'_>,
+    installation: &str,
+) -> Result<Response, GraphError> {
+    let caller = authenticate(state, headers)?;
+    let item = state.read(|world| -> Result<_, GraphError> {
+        scope_call(state, world, &caller, Operation::GraphRead, scope)?;
+        let tenant = world.tenant_of(&caller)?;
+        Ok(installation_json(
+            tenant,
+            tenant.installation_in(&caller, scope, installation)?,
+        ))
+    })?;
+    let (set, fragment) = match scope {
+        ScopeRef::User(_) => (&USER_INSTALLATIONS, "users/teamwork/installedApps/$entity"),
+        ScopeRef::Team(_) => (&TEAM_INSTALLATIONS, "teams/installedApps/$entity"),
+    };
+    entity(uri, set, fragment, item)
+}
+
+/// Installs, uninstalls or upgrades under one lock: admitted, applied, and the bot told.
+fn change_installation(
+    state: &AppState,
+    headers: &HeaderMap,
+    operation: Operation,
+    scope: ScopeRef<'_>,
+    rule: impl FnOnce(&mut World, &Caller) -> Result<Vec<TeamsEvent>, GraphError>,
+) -> Result<(), GraphError> {
+    let caller = authenticate(state, headers)?;
+    state.change(|world| -> Result<((), Vec<TeamsEvent>), GraphError> {
+        scope_call(state, world, &caller, operation, scope)?;
+        Ok(((), rule(world, &caller)?))
+    })
+}
+
 async fn list_user_installations(
     State(state): State<AppState>,
     OriginalUri(uri): OriginalUri,
     Path(user): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, GraphError> {
-    let caller = user_call(&state, &headers, Operation::GraphRead, &user)?;
-    let (items, user_id) = {
-        let world = state.world();
-        let tenant = world.tenant_of(&caller)?;
-        let items = tenant
-            .user_installations(&caller, &user)?
-            .into_iter()
-            .map(|i| installation_json(tenant, i))
-            .collect();
-        (items, tenant.user(&user)?.id)
-    };
-    collection(
-        &state,
-        &uri,
-        &USER_INSTALLATIONS,
-        &format!("users('{user_id}')/teamwork/installedApps"),
-        items,
-    )
+    list_installations(&state, &uri, &headers, ScopeRef::User(&user))
 }
 
 async fn install_for_user(
@@ -204,11 +228,27 @@ async fn install_for_user(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, GraphError> {
-    let caller = user_call(&state, &headers, Operation::GraphInstall, &user)?;
-    let app = bound_catalog_app(&body)?;
-    let events = state.world().install_app_for_user(&caller, &user, &app)?.1;
-    state.publish(events).await;
+    install(&state, &headers, ScopeRef::User(&user), &body)?;
     Ok(StatusCode::CREATED.into_response())
+}
+
+fn install(
+    state: &AppState,
+    headers: &HeaderMap,
+    scope: ScopeRef<'_>,
+    body: &Bytes,
+) -> Result<(), GraphError> {
+    let app = bound_catalog_app(body);
+    change_installation(
+        state,
+        headers,
+        Operation::GraphInstall,
+        scope,
+        |world, caller| {
+            // a malformed body is refused once the call was admitted
+            Ok(world.install_in_scope(caller, scope, &app?)?.1)
+        },
+    )
 }
 
 async fn get_user_installation(
@@ -217,21 +257,7 @@ async fn get_user_installation(
     Path((user, installation)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, GraphError> {
-    let caller = user_call(&state, &headers, Operation::GraphRead, &user)?;
-    let item = {
-        let world = state.world();
-        let tenant = world.tenant_of(&caller)?;
-        installation_json(
-            tenant,
-            tenant.user_installation(&caller, &user, &installation)?,
-        )
-    };
-    entity(
-        &uri,
-        &USER_INSTALLATIONS,
-        "users/teamwork/installedApps/$entity",
-        item,
-    )
+    get_installation(&state, &uri, &headers, ScopeRef::User(&user), &installation)
 }
 
 async fn uninstall_for_user(
@@ -239,11 +265,14 @@ async fn uninstall_for_user(
     Path((user, installation)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, GraphError> {
-    let caller = user_call(&state, &headers, Operation::GraphUninstall, &user)?;
-    let events = state
-        .world()
-        .uninstall_app_for_user(&caller, &user, &installation)?;
-    state.publish(events).await;
+    let scope = ScopeRef::User(&user);
+    change_installation(
+        &state,
+        &headers,
+        Operation::GraphUninstall,
+        scope,
+        |world, caller| Ok(world.uninstall_in_scope(caller, scope, &installation)?),
+    )?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -253,14 +282,22 @@ async fn upgrade_for_user(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, GraphError> {
-    let caller = user_call(&state, &headers, Operation::GraphInstall, &user)?;
-    if !body.iter().all(u8::is_ascii_whitespace) {
-        json_body(&body)?;
-    }
-    let events = state
-        .world()
-        .upgrade_app_for_user(&caller, &user, &installation)?;
-    state.publish(events).await;
+    let scope = ScopeRef::User(&user);
+    let body_check = if body.iter().all(u8::is_ascii_whitespace) {
+        Ok(())
+    } else {
+        json_body(&body).map(drop)
+    };
+    change_installation(
+        &state,
+        &headers,
+        Operation::GraphInstall,
+        scope,
+        |world, caller| {
+            body_check?;
+            Ok(world.upgrade_in_scope(caller, scope, &installation)?)
+        },
+    )?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -270,15 +307,21 @@ async fn get_installation_chat(
     Path((user, installation)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, GraphError> {
-    let caller = user_call(&state, &headers, Operation::GraphRead, &user)?;
-    let item = {
-        let world = state.world();
+    let caller = authenticate(&state, &headers)?;
+    let item = state.read(|world| -> Result<_, GraphError> {
+        scope_call(
+            &state,
+            world,
+            &caller,
+            Operation::GraphRead,
+            ScopeRef::User(&user),
+        )?;
         let tenant = world.tenant_of(&caller)?;
-        chat_json(
+        Ok(chat_json(
             tenant,
             tenant.chat_of_installation(&caller, &user, &installation)?,
-        )
-    };
+        ))
+    })?;
     entity(&uri, &super::chats::CHATS, "chats/$entity", item)
 }
 
@@ -288,23 +331,7 @@ async fn list_team_installations(
     Path(team): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, GraphError> {
-    let caller = team_call(&state, &headers, Operation::GraphRead, &team)?;
-    let items = {
-        let world = state.world();
-        let tenant = world.tenant_of(&caller)?;
-        tenant
-            .team_installations(&caller, &team)?
-            .into_iter()
-            .map(|i| installation_json(tenant, i))
-            .collect()
-    };
-    collection(
-        &state,
-        &uri,
-        &TEAM_INSTALLATIONS,
-        &format!("teams('{team}')/installedApps"),
-        items,
-    )
+    list_installations(&state, &uri, &headers, ScopeRef::Team(&team))
 }
 
 async fn install_for_team(
@@ -313,10 +340,7 @@ async fn install_for_team(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, GraphError> {
-    let caller = team_call(&state, &headers, Operation::GraphInstall, &team)?;
-    let app = bound_catalog_app(&body)?;
-    let events = state.world().install_app_for_team(&caller, &team, &app)?.1;
-    state.publish(events).await;
+    install(&state, &headers, ScopeRef::Team(&team), &body)?;
     Ok(StatusCode::OK.into_response())
 }
 
@@ -326,21 +350,7 @@ async fn get_team_installation(
     Path((team, installation)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, GraphError> {
-    let caller = team_call(&state, &headers, Operation::GraphRead, &team)?;
-    let item = {
-        let world = state.world();
-        let tenant = world.tenant_of(&caller)?;
-        installation_json(
-            tenant,
-            tenant.team_installation(&caller, &team, &installation)?,
-        )
-    };
-    entity(
-        &uri,
-        &TEAM_INSTALLATIONS,
-        "teams/installedApps/$entity",
-        item,
-    )
+    get_installation(&state, &uri, &headers, ScopeRef::Team(&team), &installation)
 }
 
 async fn uninstall_for_team(
@@ -348,10 +358,13 @@ async fn uninstall_for_team(
     Path((team, installation)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, GraphError> {
-    let caller = team_call(&state, &headers, Operation::GraphUninstall, &team)?;
-    let events = state
-        .world()
-        .uninstall_app_for_team(&caller, &team, &installation)?;
-    state.publish(events).await;
+    let scope = ScopeRef::Team(&team);
+    change_installation(
+        &state,
+        &headers,
+        Operation::GraphUninstall,
+        scope,
+        |world, caller| Ok(world.uninstall_in_scope(caller, scope, &installation)?),
+    )?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -117,15 +117,14 @@ fn delegated_user(caller: &Caller) -> Result<Uuid, GraphError> {
 }
 
 /// A user's message in their 1:1 chat: stored, answered as a chatMessage, delivered to the bot.
-pub async fn user_sends_in_chat(
+pub fn user_sends_in_chat(
     state: &AppState,
     tenant: Uuid,
     user: Uuid,
     chat: &str,
     body: &Value,
 ) -> Result<Value, GraphError> {
-    let (json, events) = {
-        let mut world = state.world();
+    state.change(|world| {
         let t = world
             .tenant(tenant)
             .ok_or_else(|| GraphError::not_found("Tenant not found."))?;
@@ -136,14 +135,12 @@ pub async fn user_sends_in_chat(
             .tenant(tenant)
             .ok_or_else(|| GraphError::not_found("Tenant not found."))?;
         let chat_id = t.chat(chat).map(|c| c.id.clone());
-        (message_json(t, &stored, chat_id.as_deref(), None), events)
-    };
-    state.publish(events).await;
-    Ok(json)
+        Ok((message_json(t, &stored, chat_id.as_deref(), None), events))
+    })
 }
 
 /// A user's message in a channel (a new thread, or a reply in `thread`).
-pub async fn user_sends_in_channel(
+pub fn user_sends_in_channel(
     state: &AppState,
     tenant: Uuid,
     user: Uuid,
@@ -152,8 +149,7 @@ pub async fn user_sends_in_channel(
     thread: Option<&str>,
     body: &Value,
 ) -> Result<Value, GraphError> {
-    let (json, events) = {
-        let mut world = state.world();
+    state.change(|world| {
         let t = world
             .tenant(tenant)
             .ok_or_else(|| GraphError::not_found("Tenant not found."))?;
@@ -171,13 +167,11 @@ pub async fn user_sends_in_channel(
             .tenant(tenant)
             .ok_or_else(|| GraphError::not_found("Tenant not found."))?;
         let team_id = t.team(team).map(|x| x.id.to_string()).unwrap_or_default();
-        (
+        Ok((
             message_json(t, &stored, None, Some((&team_id, channel))),
             events,
-        )
-    };
-    state.publish(events).await;
-    Ok(json)
+        ))
+    })
 }
 
 async fn send_chat_message(
@@ -190,7 +184,7 @@ async fn send_chat_message(
     caller.authorize(&permissions::SEND_CHAT_MESSAGES)?;
     let user = delegated_user(&caller)?;
     let body = json_body(&body)?;
-    let json = user_sends_in_chat(&state, caller.tenant, user, &chat, &body).await?;
+    let json = user_sends_in_chat(&state, caller.tenant, user, &chat, &body)?;
     Ok((StatusCode::CREATED, axum::Json(json)).into_response())
 }
 
@@ -204,8 +198,7 @@ async fn send_channel_message(
     caller.authorize(&permissions::SEND_CHANNEL_MESSAGES)?;
     let user = delegated_user(&caller)?;
     let body = json_body(&body)?;
-    let json =
-        user_sends_in_channel(&state, caller.tenant, user, &team, &channel, None, &body).await?;
+    let json = user_sends_in_channel(&state, caller.tenant, user, &team, &channel, None, &body)?;
     Ok((StatusCode::CREATED, axum::Json(json)).into_response())
 }
 
@@ -227,8 +220,7 @@ async fn reply_in_channel(
         &channel,
         Some(&message),
         &body,
-    )
-    .await?;
+    )?;
     Ok((StatusCode::CREATED, axum::Json(json)).into_response())
 }
 
@@ -280,10 +272,13 @@ async fn get_team(
 ) -> Result<Response, GraphError> {
     let caller = authenticate(&state, &headers)?;
     caller.authorize(&permissions::READ_TEAMS)?;
-    let item = {
-        let world = state.world();
-        team_json(readable_team(world.tenant_of(&caller)?, &caller, &team)?)
-    };
+    let item = state.read(|world| -> Result<_, GraphError> {
+        Ok(team_json(readable_team(
+            world.tenant_of(&caller)?,
+            &caller,
+            &team,
+        )?))
+    })?;
     super::entity(&uri, &TEAMS, "teams/$entity", item)
 }
 
@@ -295,14 +290,13 @@ async fn list_channels(
 ) -> Result<Response, GraphError> {
     let caller = authenticate(&state, &headers)?;
     caller.authorize(&permissions::READ_TEAMS)?;
-    let items = {
-        let world = state.world();
-        readable_team(world.tenant_of(&caller)?, &caller, &team)?
+    let items = state.read(|world| -> Result<_, GraphError> {
+        Ok(readable_team(world.tenant_of(&caller)?, &caller, &team)?
             .channels
             .iter()
             .map(channel_json)
-            .collect()
-    };
+            .collect())
+    })?;
     collection(
         &state,
         &uri,
@@ -321,9 +315,18 @@ fn channel_messages(
 ) -> Result<Vec<Value>, GraphError> {
     let caller = authenticate(state, headers)?;
     caller.authorize(&permissions::READ_CHANNEL_MESSAGES)?;
-    let world = state.world();
-    let tenant = world.tenant_of(&caller)?;
-    let t = readable_team(tenant, &caller, team)?;
+    state.read(|world| channel_messages_in(world, &caller, team, channel, thread))
+}
+
+fn channel_messages_in(
+    world: &crate::tenant::World,
+    caller: &Caller,
+    team: &str,
+    channel: &str,
+    thread: Option<&str>,
+) -> Result<Vec<Value>, GraphError> {
+    let tenant = world.tenant_of(caller)?;
+    let t = readable_team(tenant, caller, team)?;
     let c = t
         .channels
         .iter()

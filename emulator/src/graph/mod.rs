@@ -126,10 +126,9 @@ pub fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, Gra
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let now = state.world().now();
     validate_bearer(
         &state.key,
-        now,
+        state.now(),
         authorization,
         &[GRAPH_RESOURCE, GRAPH_APP_ID],
     )
@@ -144,11 +143,10 @@ pub fn admit(
     operation: crate::limits::Operation,
     about: Option<&str>,
 ) -> Result<(), GraphError> {
-    let now = state.world().now();
     state
         .limits
         .admit_graph(
-            now,
+            state.now(),
             operation,
             (caller.app_id, caller.tenant, caller.user),
             about,

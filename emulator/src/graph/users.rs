@@ -56,9 +56,10 @@ async fn list_users(
     let caller = authenticate(&state, &headers)?;
     super::admit(&state, &caller, crate::limits::Operation::GraphRead, None)?;
     caller.authorize(&permissions::READ_USERS)?;
-    let world = state.world();
-    let users = &world.tenant_of(&caller)?.users;
-    collection_of(&state, &uri, &USERS, "users", users, user_json)
+    state.read(|world| {
+        let users = &world.tenant_of(&caller)?.users;
+        collection_of(&state, &uri, &USERS, "users", users, user_json)
+    })
 }
 
 async fn get_user(
@@ -70,8 +71,7 @@ async fn get_user(
     let caller = authenticate(&state, &headers)?;
     super::admit(&state, &caller, crate::limits::Operation::GraphRead, None)?;
     caller.authorize(&permissions::READ_USERS)?;
-    let item = {
-        let world = state.world();
+    let item = state.read(|world| -> Result<_, GraphError> {
         let tenant = world.tenant_of(&caller)?;
         tenant.user(&user).map(user_json).map_err(|e| match e {
             TenantError::UserNotFound(id) => GraphError::new(
@@ -80,7 +80,7 @@ async fn get_user(
                 format!("Resource '{id}' does not exist or one of its queried reference-property objects are not present."),
             ),
             other => other.into(),
-        })?
-    };
+        })
+    })?;
     entity(&uri, &USERS, "users/$entity", item)
 }

@@ -115,7 +115,7 @@ async fn issue_token(
     Path(tenant): Path<String>,
     body: Bytes,
 ) -> Response {
-    match issue_token_inner(&state, &tenant, &body) {
+    match state.read(|world| issue_token_inner(&state, world, &tenant, &body)) {
         Ok(token) => axum::Json(json!({
             "token_type": "Bearer",
             "expires_in": tokens::TOKEN_LIFETIME_SECS,
@@ -129,6 +129,7 @@ async fn issue_token(
 
 fn issue_token_inner(
     state: &AppState,
+    world: &crate::tenant::World,
     tenant_segment: &str,
     body: &[u8],
 ) -> Result<String, OAuthError> {
@@ -151,7 +152,6 @@ fn issue_token_inner(
         )
     };
     let grant_type = field("grant_type").ok_or_else(|| missing("grant_type"))?;
-    let world = state.world();
     let now = world.now();
     let authority = if tenant_segment.eq_ignore_ascii_case("botframework.com") {
         Authority::BotFramework
@@ -287,7 +287,7 @@ fn tenant_for_discovery(state: &AppState, segment: &str) -> Option<Uuid> {
     {
         return Some(BOT_FRAMEWORK_TENANT);
     }
-    state.world().tenant_by_name(segment).map(|t| t.id)
+    state.read(|world| world.tenant_by_name(segment).map(|t| t.id))
 }
 
 async fn entra_openid_configuration(

@@ -1349,9 +1349,9 @@ impl<'a> Run<'a> {
             {
                 continue;
             }
-            let text = visible_text(&m.activity);
-            let attachments: Vec<&Value> = m
-                .activity
+            let activity = m.activity.value();
+            let text = visible_text(&activity);
+            let attachments: Vec<&Value> = activity
                 .get("attachments")
                 .and_then(Value::as_array)
                 .map(|a| a.iter().collect())

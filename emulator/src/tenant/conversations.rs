@@ -1,10 +1,10 @@
 //! Conversations as the Bot Connector sees them: 1:1 chats and channel threads, who may post in
 //! them, and the messages bots and users post, update and delete.
 
-use super::{Chat, Message, Participant, TeamsEvent, Tenant, World};
+use super::{Chat, Message, Participant, StoredActivity, TeamsEvent, Tenant, World};
 use crate::ids;
 use chrono::{DateTime, Utc};
-use serde_json::Value;
+use serde_json::{Value, json};
 use uuid::Uuid;
 
 /// Why a Connector operation on a conversation was refused; the Connector renders each with
@@ -20,6 +20,19 @@ pub enum ConversationError {
     NotInstalledForUser,
     BlockedByUser,
     BadArgument(String),
+}
+
+/// A bot's activity to keep: see [`Tenant::post_bot_activity`].
+pub struct BotPost<'a> {
+    pub bot: Uuid,
+    pub conversation: &'a Conversation,
+    /// The conversation id the bot used.
+    pub addressed_as: &'a str,
+    pub id: &'a str,
+    pub activity: Value,
+    pub reply_to: Option<&'a str>,
+    pub service_url: &'a str,
+    pub now: DateTime<Utc>,
 }
 
 /// A conversation id resolved to what it addresses.
@@ -214,8 +227,32 @@ impl Tenant {
         }
     }
 
-    /// Adds a message. In a channel, a message names its thread: the conversation's
-    /// `;messageid=`, else the `reply_to` root if it exists, else it starts a new thread.
+    /// The root of the thread a new message in `conversation` belongs to: the conversation's
+    /// `;messageid=`, else the `reply_to` root if it exists, else none (it starts a thread).
+    fn thread_of_new_message(
+        &self,
+        conversation: &Conversation,
+        reply_to: Option<&str>,
+    ) -> Result<Option<String>, ConversationError> {
+        let Conversation::Channel { thread, .. } = conversation else {
+            return Ok(None);
+        };
+        let existing = self.messages(conversation);
+        let root_of = |id: &str| {
+            existing
+                .iter()
+                .find(|m| m.id == id)
+                .map(|m| m.reply_to.clone().unwrap_or_else(|| m.id.clone()))
+        };
+        match thread {
+            Some(t) => root_of(t)
+                .map(Some)
+                .ok_or_else(|| ConversationError::ConversationNotFound(t.clone())),
+            None => Ok(reply_to.and_then(root_of)),
+        }
+    }
+
+    /// Adds a message (see [`Tenant::thread_of_new_message`] for the thread it joins).
     pub fn post_message(
         &mut self,
         conversation: &Conversation,
@@ -225,25 +262,19 @@ impl Tenant {
         activity: Value,
         now: DateTime<Utc>,
     ) -> Result<Message, ConversationError> {
-        let thread = match conversation {
-            Conversation::Personal { .. } => None,
-            Conversation::Channel { thread, .. } => {
-                let existing = self.messages(conversation);
-                let root_of = |id: &str| {
-                    existing
-                        .iter()
-                        .find(|m| m.id == id)
-                        .map(|m| m.reply_to.clone().unwrap_or_else(|| m.id.clone()))
-                };
-                match thread {
-                    Some(t) => Some(
-                        root_of(t)
-                            .ok_or_else(|| ConversationError::ConversationNotFound(t.clone()))?,
-                    ),
-                    None => reply_to.and_then(root_of),
-                }
-            }
-        };
+        let thread = self.thread_of_new_message(conversation, reply_to)?;
+        self.keep_message(conversation, id, from, thread, activity.into(), now)
+    }
+
+    fn keep_message(
+        &mut self,
+        conversation: &Conversation,
+        id: String,
+        from: Participant,
+        thread: Option<String>,
+        activity: StoredActivity,
+        now: DateTime<Utc>,
+    ) -> Result<Message, ConversationError> {
         let message = Message {
             id,
             from,
@@ -262,6 +293,90 @@ impl Tenant {
         Ok(message)
     }
 
+    /// A bot's activity in a conversation, as Teams keeps it: stamped with its id, time, the bot
+    /// as sender and the conversation; a message is stored in the chat or channel (a reply in a
+    /// channel belongs to its thread, and says so in its conversation id). Returns the activity,
+    /// one copy shared by the conversation and the transcript.
+    pub fn post_bot_activity(
+        &mut self,
+        mut post: BotPost<'_>,
+    ) -> Result<StoredActivity, ConversationError> {
+        let activity = std::mem::take(&mut post.activity);
+        let is_message = activity.get("type").and_then(Value::as_str) == Some("message");
+        let thread = if is_message {
+            self.thread_of_new_message(post.conversation, post.reply_to)?
+        } else {
+            None
+        };
+        let addressed_as = match (post.conversation, &thread) {
+            (Conversation::Channel { channel, .. }, Some(root)) => {
+                format!("{channel};messageid={root}")
+            }
+            _ => post.addressed_as.to_string(),
+        };
+        let activity = self.stamp_bot_activity(&post, activity, &addressed_as);
+        let stored = StoredActivity::new(&activity);
+        if is_message {
+            self.keep_message(
+                post.conversation,
+                post.id.to_string(),
+                Participant::Bot(post.bot),
+                thread,
+                stored.clone(),
+                post.now,
+            )?;
+        }
+        Ok(stored)
+    }
+
+    fn stamp_bot_activity(
+        &self,
+        post: &BotPost<'_>,
+        mut activity: Value,
+        addressed_as: &str,
+    ) -> Value {
+        let bot_name = self
+            .app_of_bot(post.bot)
+            .map(|a| a.display_name.as_str())
+            .unwrap_or("Bot");
+        activity["id"] = json!(post.id);
+        activity["timestamp"] = json!(
+            post.now
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        );
+        activity["channelId"] = json!("msteams");
+        activity["serviceUrl"] = json!(post.service_url);
+        activity["from"] = json!({"id": ids::bot_mri(post.bot), "name": bot_name});
+        let mut conversation = json!({
+            "id": self.connector_id(post.conversation, addressed_as),
+            "conversationType": match post.conversation {
+                Conversation::Personal { .. } => "personal",
+                Conversation::Channel { .. } => "channel",
+            },
+            "tenantId": self.id.to_string(),
+        });
+        if matches!(post.conversation, Conversation::Channel { .. }) {
+            conversation["isGroup"] = json!(true);
+        }
+        activity["conversation"] = conversation;
+        if let Some(r) = post.reply_to {
+            activity["replyToId"] = json!(r);
+        }
+        activity
+    }
+
+    /// The id the Connector gives a conversation: a 1:1 chat keeps its `a:…` id however it was
+    /// addressed; a channel (thread) is named as addressed.
+    pub fn connector_id(&self, conversation: &Conversation, addressed_as: &str) -> String {
+        match conversation {
+            Conversation::Personal { chat } => self
+                .chat(chat)
+                .map(|c| c.conversation_id.clone())
+                .unwrap_or_else(|| addressed_as.to_string()),
+            Conversation::Channel { .. } => addressed_as.to_string(),
+        }
+    }
+
     /// Replaces a bot's message with `activity` (Teams shows it as edited).
     pub fn update_message(
         &mut self,
@@ -270,9 +385,9 @@ impl Tenant {
         activity_id: &str,
         activity: Value,
         now: DateTime<Utc>,
-    ) -> Result<(), ConversationError> {
+    ) -> Result<StoredActivity, ConversationError> {
         let message = self.own_message(conversation, bot, activity_id)?;
-        let mut merged = message.activity.clone();
+        let mut merged = message.activity.value();
         if let (Value::Object(m), Value::Object(new)) = (&mut merged, activity) {
             for key in ["text", "attachments", "textFormat", "summary", "entities"] {
                 match new.get(key) {
@@ -281,9 +396,9 @@ impl Tenant {
                 };
             }
         }
-        message.activity = merged;
+        message.activity = StoredActivity::new(&merged);
         message.last_modified = now;
-        Ok(())
+        Ok(message.activity.clone())
     }
 
     pub fn delete_message(

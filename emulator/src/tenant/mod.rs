@@ -8,11 +8,15 @@
 
 pub mod conversations;
 mod error;
+mod installations;
 pub mod permissions;
+mod stored;
 
-pub use conversations::{Conversation, ConversationError};
+pub use conversations::{BotPost, Conversation, ConversationError};
 pub use error::TenantError;
+pub use installations::{ScopeRef, check_reach};
 pub use permissions::{Caller, Permission, Reach};
+pub use stored::StoredActivity;
 
 use crate::clock::Clock;
 use crate::ids;
@@ -213,7 +217,7 @@ pub struct Message {
     pub deleted: Option<DateTime<Utc>>,
     /// The id of the thread's root message, for channel replies.
     pub reply_to: Option<String>,
-    pub activity: serde_json::Value,
+    pub activity: StoredActivity,
 }
 
 /// What a change tells Teams' clients; `delivery` turns these into activities for bots.
@@ -312,6 +316,24 @@ impl World {
         found
     }
 
+    /// Every app registration's client id.
+    pub fn registered_apps(&self) -> std::collections::HashSet<Uuid> {
+        self.tenants
+            .iter()
+            .flat_map(|t| &t.registrations)
+            .map(|r| r.client_id)
+            .collect()
+    }
+
+    /// Every bot's messaging endpoint, by app registration.
+    pub fn messaging_endpoints(&self) -> Vec<(Uuid, String)> {
+        self.tenants
+            .iter()
+            .flat_map(|t| &t.registrations)
+            .filter_map(|r| Some((r.client_id, r.messaging_endpoint.clone()?)))
+            .collect()
+    }
+
     /// The tenant a caller's token was issued in; a token for a tenant that is gone is refused.
     pub fn tenant_of(&self, caller: &Caller) -> Result<&Tenant, TenantError> {
         self.tenant(caller.tenant).ok_or_else(|| {
@@ -326,185 +348,11 @@ impl World {
         self.last_message_id.to_string()
     }
 
-    /// Installs `catalog_app` for `user`, creating the 1:1 chat on first install.
-    pub fn install_app_for_user(
-        &mut self,
-        caller: &Caller,
-        user: &str,
-        catalog_app: &str,
-    ) -> Result<(Installation, Vec<TeamsEvent>), TenantError> {
-        let now = self.now();
-        let behaviour = self.behaviour;
-        let tenant = self.caller_tenant_mut(caller)?;
-        let reach = caller.authorize(&permissions::WRITE_USER_INSTALLATIONS)?;
-        let user = tenant.user(user)?.id;
-        tenant.check_subject(caller, user)?;
-        let app = tenant.catalog_app(catalog_app)?.clone();
-        check_reach(reach, caller, &app)?;
-        let scope = InstallScope::User(user);
-        if tenant.installation_in_scope(scope, app.id).is_some() {
-            return Err(TenantError::AlreadyInstalled);
-        }
-        let first_install = tenant.ever_installed.insert((user, app.id));
-        let installation = Installation {
-            id: ids::installation_id(&user.to_string(), app.id),
-            scope,
-            catalog_app: app.id,
-            version: app.version.clone(),
-            installed: now,
-        };
-        tenant.installations.push(installation.clone());
-        if let Some(bot) = app.bot_id {
-            tenant.ensure_chat(user, bot, now);
-        }
-        let conversation_update = !behaviour.conversation_update_never
-            && (first_install || !behaviour.conversation_update_first_install_only);
-        let event = TeamsEvent::AppInstalledForUser {
-            tenant: tenant.id,
-            user,
-            catalog_app: app.id,
-            conversation_update,
-        };
-        Ok((installation, vec![event]))
-    }
-
-    pub fn uninstall_app_for_user(
-        &mut self,
-        caller: &Caller,
-        user: &str,
-        installation_id: &str,
-    ) -> Result<Vec<TeamsEvent>, TenantError> {
-        let tenant = self.caller_tenant_mut(caller)?;
-        let reach = caller.authorize(&permissions::WRITE_USER_INSTALLATIONS)?;
-        let user = tenant.user(user)?.id;
-        tenant.check_subject(caller, user)?;
-        let (installation, app) = tenant.managed_installation(
-            caller,
-            reach,
-            InstallScope::User(user),
-            installation_id,
-        )?;
-        tenant.remove_installation(&installation);
-        Ok(vec![TeamsEvent::AppUninstalledForUser {
-            tenant: tenant.id,
-            user,
-            catalog_app: app.id,
-        }])
-    }
-
-    pub fn upgrade_app_for_user(
-        &mut self,
-        caller: &Caller,
-        user: &str,
-        installation_id: &str,
-    ) -> Result<Vec<TeamsEvent>, TenantError> {
-        let tenant = self.caller_tenant_mut(caller)?;
-        let reach = caller.authorize(&permissions::WRITE_USER_INSTALLATIONS)?;
-        let user = tenant.user(user)?.id;
-        tenant.check_subject(caller, user)?;
-        let scope = InstallScope::User(user);
-        let (installation, app) =
-            tenant.managed_installation(caller, reach, scope, installation_id)?;
-        if installation.version == app.version {
-            return Ok(vec![]);
-        }
-        if let Some(i) = tenant
-            .installations
-            .iter_mut()
-            .find(|i| i.id == installation.id && i.scope == scope)
-        {
-            i.version = app.version.clone();
-        }
-        Ok(vec![TeamsEvent::AppUpgradedForUser {
-            tenant: tenant.id,
-            user,
-            catalog_app: app.id,
-        }])
-    }
-
-    pub fn install_app_for_team(
-        &mut self,
-        caller: &Caller,
-        team: &str,
-        catalog_app: &str,
-    ) -> Result<(Installation, Vec<TeamsEvent>), TenantError> {
-        let now = self.now();
-        let tenant = self.caller_tenant_mut(caller)?;
-        let reach = caller.authorize(&permissions::WRITE_TEAM_INSTALLATIONS)?;
-        let team = tenant.team(team)?;
-        let team_id = team.id;
-        if let Some(user) = caller.user {
-            tenant.check_team_member(team_id, user)?;
-        }
-        let app = tenant.catalog_app(catalog_app)?.clone();
-        check_reach(reach, caller, &app)?;
-        let scope = InstallScope::Team(team_id);
-        if tenant.installation_in_scope(scope, app.id).is_some() {
-            return Err(TenantError::AlreadyInstalled);
-        }
-        tenant.ever_installed.insert((team_id, app.id));
-        let installation = Installation {
-            id: ids::installation_id(&team_id.to_string(), app.id),
-            scope,
-            catalog_app: app.id,
-            version: app.version.clone(),
-            installed: now,
-        };
-        tenant.installations.push(installation.clone());
-        let event = TeamsEvent::AppInstalledForTeam {
-            tenant: tenant.id,
-            team: team_id,
-            catalog_app: app.id,
-        };
-        Ok((installation, vec![event]))
-    }
-
-    pub fn uninstall_app_for_team(
-        &mut self,
-        caller: &Caller,
-        team: &str,
-        installation_id: &str,
-    ) -> Result<Vec<TeamsEvent>, TenantError> {
-        let tenant = self.caller_tenant_mut(caller)?;
-        let reach = caller.authorize(&permissions::WRITE_TEAM_INSTALLATIONS)?;
-        let team_id = tenant.team(team)?.id;
-        if let Some(user) = caller.user {
-            tenant.check_team_member(team_id, user)?;
-        }
-        let (installation, app) = tenant.managed_installation(
-            caller,
-            reach,
-            InstallScope::Team(team_id),
-            installation_id,
-        )?;
-        tenant.remove_installation(&installation);
-        Ok(vec![TeamsEvent::AppUninstalledForTeam {
-            tenant: tenant.id,
-            team: team_id,
-            catalog_app: app.id,
-        }])
-    }
-
-    fn caller_tenant_mut(&mut self, caller: &Caller) -> Result<&mut Tenant, TenantError> {
-        self.emulated_tenant_mut(caller.tenant)
-    }
-
     /// The tenant `id`, or the error for a tenant the emulator does not serve.
     pub fn emulated_tenant_mut(&mut self, id: Uuid) -> Result<&mut Tenant, TenantError> {
         self.tenant_mut(id)
             .ok_or_else(|| TenantError::Forbidden(format!("Tenant '{id}' is not emulated.")))
     }
-}
-
-/// A `…Self…` permission lets an app manage only the Teams app that is itself.
-pub fn check_reach(reach: Reach, caller: &Caller, app: &CatalogApp) -> Result<(), TenantError> {
-    if reach == Reach::OwnAppOnly && !app.is_managed_by(caller.app_id) {
-        return Err(TenantError::NotAllowedToManageApp {
-            app_id: caller.app_id.to_string(),
-            teams_app: app.id.to_string(),
-        });
-    }
-    Ok(())
 }
 
 impl Tenant {
@@ -583,149 +431,12 @@ impl Tenant {
             .find(|i| i.scope == scope && i.catalog_app == catalog_app)
     }
 
-    fn installation(&self, scope: InstallScope, id: &str) -> Result<&Installation, TenantError> {
-        self.installations
-            .iter()
-            .find(|i| i.scope == scope && i.id == id)
-            .ok_or_else(|| TenantError::InstallationNotFound(id.to_string()))
-    }
-
-    /// An installation in `scope` and its app, if the caller's permission reaches that app.
-    fn managed_installation(
-        &self,
-        caller: &Caller,
-        reach: Reach,
-        scope: InstallScope,
-        installation_id: &str,
-    ) -> Result<(Installation, CatalogApp), TenantError> {
-        let installation = self.installation(scope, installation_id)?.clone();
-        let app = self
-            .catalog_app(&installation.catalog_app.to_string())?
-            .clone();
-        check_reach(reach, caller, &app)?;
-        Ok((installation, app))
-    }
-
-    fn remove_installation(&mut self, installation: &Installation) {
-        self.installations
-            .retain(|i| i.id != installation.id || i.scope != installation.scope);
-    }
-
     /// Whether the bot is installed where a user can reach it in personal scope.
     pub fn bot_installed_for_user(&self, bot: Uuid, user: Uuid) -> bool {
         self.app_of_bot(bot).is_some_and(|app| {
             self.installation_in_scope(InstallScope::User(user), app.id)
                 .is_some()
         })
-    }
-
-    /// A signed-in user acts on themself; only an administrator acts on others.
-    fn check_subject(&self, caller: &Caller, subject: Uuid) -> Result<(), TenantError> {
-        match caller.user {
-            Some(me) if me != subject && !self.user_by_id(me).is_some_and(|u| u.admin) => {
-                Err(TenantError::Forbidden(
-                    "A user can manage apps for themself only, unless an administrator.".into(),
-                ))
-            }
-            _ => Ok(()),
-        }
-    }
-
-    fn check_team_member(&self, team: Uuid, user: Uuid) -> Result<(), TenantError> {
-        let admin = self.user_by_id(user).is_some_and(|u| u.admin);
-        let member = self
-            .teams
-            .iter()
-            .any(|t| t.id == team && t.members.iter().any(|m| m.user == user));
-        if admin || member {
-            Ok(())
-        } else {
-            Err(TenantError::Forbidden(
-                "The signed-in user is not a member of the team.".into(),
-            ))
-        }
-    }
-
-    /// Installations a caller may see for a user: with a `…Self…` permission, only its own app.
-    pub fn user_installations(
-        &self,
-        caller: &Caller,
-        user: &str,
-    ) -> Result<Vec<&Installation>, TenantError> {
-        let reach = caller.authorize(&permissions::READ_USER_INSTALLATIONS)?;
-        let user = self.user(user)?.id;
-        self.check_subject(caller, user)?;
-        Ok(self.visible_installations(InstallScope::User(user), reach, caller))
-    }
-
-    pub fn user_installation(
-        &self,
-        caller: &Caller,
-        user: &str,
-        installation_id: &str,
-    ) -> Result<&Installation, TenantError> {
-        let reach = caller.authorize(&permissions::READ_USER_INSTALLATIONS)?;
-        let user = self.user(user)?.id;
-        self.check_subject(caller, user)?;
-        let installation = self.installation(InstallScope::User(user), installation_id)?;
-        check_reach(
-            reach,
-            caller,
-            self.catalog_app(&installation.catalog_app.to_string())?,
-        )?;
-        Ok(installation)
-    }
-
-    pub fn team_installations(
-        &self,
-        caller: &Caller,
-        team: &str,
-    ) -> Result<Vec<&Installation>, TenantError> {
-        let reach = caller.authorize(&permissions::READ_TEAM_INSTALLATIONS)?;
-        let team = self.team(team)?.id;
-        if let Some(user) = caller.user {
-            self.check_team_member(team, user)?;
-        }
-        Ok(self.visible_installations(InstallScope::Team(team), reach, caller))
-    }
-
-    pub fn team_installation(
-        &self,
-        caller: &Caller,
-        team: &str,
-        installation_id: &str,
-    ) -> Result<&Installation, TenantError> {
-        let reach = caller.authorize(&permissions::READ_TEAM_INSTALLATIONS)?;
-        let team = self.team(team)?.id;
-        if let Some(user) = caller.user {
-            self.check_team_member(team, user)?;
-        }
-        let installation = self.installation(InstallScope::Team(team), installation_id)?;
-        check_reach(
-            reach,
-            caller,
-            self.catalog_app(&installation.catalog_app.to_string())?,
-        )?;
-        Ok(installation)
-    }
-
-    fn visible_installations(
-        &self,
-        scope: InstallScope,
-        reach: Reach,
-        caller: &Caller,
-    ) -> Vec<&Installation> {
-        self.installations
-            .iter()
-            .filter(|i| i.scope == scope)
-            .filter(|i| {
-                reach == Reach::AnyApp
-                    || self
-                        .catalog
-                        .iter()
-                        .any(|a| a.id == i.catalog_app && a.is_managed_by(caller.app_id))
-            })
-            .collect()
     }
 
     /// The 1:1 chat between the user and the installed app's bot.
