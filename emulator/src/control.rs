@@ -78,9 +78,8 @@ fn named_bot(tenant: &Tenant, body: &Value) -> Result<Uuid, GraphError> {
         Some(b) => Uuid::parse_str(b.strip_prefix("28:").unwrap_or(b))
             .map_err(|_| GraphError::bad_request(format!("'bot' '{b}' is not an app id."))),
         None => tenant
-            .catalog
-            .iter()
-            .find_map(|a| a.bot_id)
+            .bot_app()
+            .and_then(|a| a.bot_id)
             .ok_or_else(|| GraphError::not_found("The tenant has no bot.")),
     }
 }
@@ -131,7 +130,7 @@ fn resolve_about(
     }
     for t in &world.tenants {
         if let Ok(u) = t.user_by_handle(about) {
-            return Ok(match (connector, t.catalog.iter().find_map(|a| a.bot_id)) {
+            return Ok(match (connector, t.bot_app().and_then(|a| a.bot_id)) {
                 (true, Some(bot)) => crate::ids::one_on_one_chat_id(bot, u.id),
                 _ => u.id.to_string(),
             });
@@ -224,16 +223,12 @@ async fn user_writes_to_bot(
         let t = pick_tenant(&world.tenants, &q)?;
         let u = t.user_by_handle(&user)?;
         let bot = named_bot(t, &body)?;
-        let chat = t
-            .chats
-            .iter()
-            .find(|c| c.user == u.id && c.bot == bot)
-            .ok_or_else(|| {
-                GraphError::not_found(format!(
-                    "{} has no chat with the bot yet: install the app for them first.",
-                    u.display_name
-                ))
-            })?;
+        let chat = t.personal_chat(u.id, bot).ok_or_else(|| {
+            GraphError::not_found(format!(
+                "{} has no chat with the bot yet: install the app for them first.",
+                u.display_name
+            ))
+        })?;
         Ok((t.id, u.id, chat.id.clone()))
     })?;
     let message = user_sends_in_chat(&state, tenant, user, &chat, &chat_message_body(&body)?)?;
@@ -272,9 +267,7 @@ async fn user_writes_in_channel(
             .unwrap_or(false)
         {
             let app = t
-                .catalog
-                .iter()
-                .find(|a| a.bot_id.is_some())
+                .bot_app()
                 .ok_or_else(|| GraphError::not_found("The tenant has no bot."))?;
             content.push_str(&format!("<at id=\"0\">{}</at> ", app.display_name));
             mentions.push(json!({"id": 0, "mentionText": app.display_name, "mentioned": {"application": {"id": app.bot_id.map(|b| b.to_string()), "displayName": app.display_name}}}));

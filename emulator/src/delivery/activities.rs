@@ -151,11 +151,7 @@ fn personal(
     else {
         return vec![];
     };
-    let Some(chat) = tenant
-        .chats
-        .iter()
-        .find(|c| c.user == user.id && c.bot == bot)
-    else {
+    let Some(chat) = tenant.personal_chat(user.id, bot) else {
         return vec![];
     };
     let conversation = json!({"conversationType": "personal", "tenantId": tenant_id.to_string(), "id": chat.conversation_id});

@@ -102,9 +102,7 @@ fn installation_json(tenant: &Tenant, installation: &Installation) -> Value {
         value["teamsApp"] = app_json;
         value["teamsAppDefinition"] = definition;
         if let crate::tenant::InstallScope::User(user) = installation.scope
-            && let Some(chat) = app
-                .bot_id
-                .and_then(|bot| tenant.chats.iter().find(|c| c.user == user && c.bot == bot))
+            && let Some(chat) = app.bot_id.and_then(|bot| tenant.personal_chat(user, bot))
         {
             value["chat"] = chat_json(tenant, chat);
         }

@@ -5,12 +5,14 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rsa::RsaPrivateKey;
 use rsa::pkcs8::DecodePrivateKey;
 use rsa::traits::PublicKeyParts;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 const EMBEDDED_KEY: &str = include_str!("../../keys/default-signing-key.pem");
 
@@ -21,7 +23,13 @@ pub struct SigningKey {
     decoding: DecodingKey,
     modulus: String,
     exponent: String,
+    /// Claims of tokens whose signature this key already checked: a bot sends the same token
+    /// for an hour, and an RSA check costs more than the rest of a Connector call.
+    verified: Arc<Mutex<HashMap<String, Value>>>,
 }
+
+/// Verified tokens remembered; past it the memory starts over.
+const VERIFIED_TOKENS: usize = 4096;
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -56,6 +64,7 @@ impl SigningKey {
             decoding,
             modulus,
             exponent,
+            verified: Arc::default(),
         })
     }
 
@@ -74,6 +83,27 @@ impl SigningKey {
 
     pub fn decoding_key(&self) -> &DecodingKey {
         &self.decoding
+    }
+
+    /// The claims of an RS256 `token` signed by this key (lifetime, audience and issuer are the
+    /// caller's to check, on every use).
+    pub fn verified_claims(&self, token: &str) -> Result<Value, jsonwebtoken::errors::Error> {
+        let lock = || self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(claims) = lock().get(token) {
+            return Ok(claims.clone());
+        }
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims.clear();
+        let claims = jsonwebtoken::decode::<Value>(token, &self.decoding, &validation)?.claims;
+        let mut verified = lock();
+        if verified.len() >= VERIFIED_TOKENS {
+            verified.clear();
+        }
+        verified.insert(token.to_string(), claims.clone());
+        Ok(claims)
     }
 
     /// The public key as a JWK; `endorsements` is what the Bot Framework's key set adds.

@@ -453,7 +453,7 @@ impl Tenant {
         let app = self.catalog_app(&installation.catalog_app.to_string())?;
         check_reach(reach, caller, app)?;
         app.bot_id
-            .and_then(|bot| self.chats.iter().find(|c| c.user == user && c.bot == bot))
+            .and_then(|bot| self.personal_chat(user, bot))
             .ok_or_else(|| TenantError::ChatNotFound(format!("of installation {installation_id}")))
     }
 
@@ -468,6 +468,17 @@ impl Tenant {
             ));
         }
         Ok(self.chats.iter().filter(|c| c.user == user).collect())
+    }
+
+    /// The 1:1 chat of `user` and `bot`, once either opened it.
+    pub fn personal_chat(&self, user: Uuid, bot: Uuid) -> Option<&Chat> {
+        let id = ids::one_on_one_chat_id(bot, user);
+        self.chats.iter().find(|c| c.id == id)
+    }
+
+    /// The bot of the tenant's first app that has one: the bot a person means when they name none.
+    pub fn bot_app(&self) -> Option<&CatalogApp> {
+        self.catalog.iter().find(|a| a.bot_id.is_some())
     }
 
     /// A chat by its Graph id or Connector id.
