@@ -5,8 +5,13 @@
 //! - [`model`]: the file format (documented in `docs/scenarios.md`).
 //! - [`matching`]: partial JSON matches, message text, durations, `${…}` references.
 //! - [`run`]: one fresh emulator and bot per scenario, the steps, the outcome.
+//! - `bot`: the bot under test (reference bot or command), its environment, start and stop.
+//! - `act`, `expect`: the two kinds of steps: acts change the world, expectations wait and check.
 //! - [`report`]: terminal summary, JUnit XML, `.transcript` files.
 
+mod act;
+mod bot;
+mod expect;
 pub mod matching;
 pub mod model;
 pub mod report;

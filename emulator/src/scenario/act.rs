@@ -1,0 +1,399 @@
+//! The act steps of a scenario: what the runner does to the world (install, say, post, block,
+//! call the bot or Graph, inject a fault), through the same doors a bot or a user would use.
+
+use super::expect::truncate;
+use super::matching::{interpolate_value, parse_duration, partial_match};
+use super::model::{Actor, HttpStep, InstallStep, MemberStep, PostStep, SayStep, UserStep};
+use super::run::{Failure, Run};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+impl Run<'_> {
+    pub(super) async fn add_member(&mut self, m: &MemberStep) -> Result<(), Failure> {
+        let path = format!("/_emulator/teams/{}/members", self.text(&m.team)?);
+        let user = self.text(&m.user)?;
+        self.control("POST", &path, Some(json!({"user": user})))
+            .await
+    }
+
+    pub(super) async fn remove_member(&mut self, m: &MemberStep) -> Result<(), Failure> {
+        let path = format!(
+            "/_emulator/teams/{}/members/{}",
+            self.text(&m.team)?,
+            self.text(&m.user)?
+        );
+        self.control("DELETE", &path, None).await
+    }
+
+    pub(super) async fn say(&mut self, s: &SayStep) -> Result<(), Failure> {
+        let path = format!("/_emulator/users/{}/messages", self.text(&s.user)?);
+        let text = self.text(&s.text)?;
+        self.control("POST", &path, Some(json!({"text": text})))
+            .await
+    }
+
+    pub(super) async fn post(&mut self, p: &PostStep) -> Result<(), Failure> {
+        let channel = p.channel.clone().unwrap_or_else(|| "General".into());
+        let path = format!(
+            "/_emulator/teams/{}/channels/{}/messages",
+            self.text(&p.team)?,
+            percent(&channel)
+        );
+        let body = json!({"from": self.text(&p.user)?, "text": self.text(&p.text)?, "mentionBot": p.mention_bot, "mentions": p.mentions});
+        self.control("POST", &path, Some(body)).await
+    }
+
+    pub(super) async fn block(&mut self, u: &UserStep) -> Result<(), Failure> {
+        self.control(
+            "POST",
+            &format!("/_emulator/users/{}/block", self.text(&u.user)?),
+            None,
+        )
+        .await
+    }
+
+    pub(super) async fn unblock(&mut self, u: &UserStep) -> Result<(), Failure> {
+        self.control(
+            "DELETE",
+            &format!("/_emulator/users/{}/block", self.text(&u.user)?),
+            None,
+        )
+        .await
+    }
+
+    pub(super) async fn call_bot(&mut self, h: &HttpStep) -> Result<(), Failure> {
+        let url = format!("{}{}", self.bot.url, self.text(&h.path)?);
+        self.http_step(h, url, None).await
+    }
+
+    pub(super) async fn graph(&mut self, h: &HttpStep) -> Result<(), Failure> {
+        let path = self.text(&h.path)?;
+        let url = if path.starts_with("/v1.0") || path.starts_with("/beta") {
+            format!("{}{path}", self.emulator.url())
+        } else {
+            format!("{}{path}", self.emulator.graph_url())
+        };
+        let token = self.token(h.actor).await?;
+        self.http_step(h, url, Some(token)).await
+    }
+
+    pub(super) async fn wait(&mut self, d: &str) -> Result<(), Failure> {
+        tokio::time::sleep(parse_duration(d).map_err(Failure::plain)?).await;
+        Ok(())
+    }
+
+    async fn token(&mut self, actor: Actor) -> Result<String, Failure> {
+        if let Some(t) = self.tokens.get(&actor) {
+            return Ok(t.clone());
+        }
+        let (tenant, secret, admin) = {
+            let world = self.emulator.state().world();
+            let t = &world.tenants[0];
+            let secret = t
+                .registration(self.bot.app_id)
+                .map(|r| r.client_secret.clone())
+                .unwrap_or_default();
+            let admin = t
+                .users
+                .iter()
+                .find(|u| u.admin)
+                .map(|u| (u.user_principal_name.clone(), u.password.clone()));
+            (t.id, secret, admin)
+        };
+        let app_id = self.bot.app_id.to_string();
+        let mut form = vec![
+            ("client_id", app_id),
+            ("scope", "https://graph.microsoft.com/.default".to_string()),
+        ];
+        match actor {
+            Actor::App => {
+                form.push(("grant_type", "client_credentials".into()));
+                form.push(("client_secret", secret));
+            }
+            Actor::Admin => {
+                let (upn, password) = admin.ok_or_else(|| {
+                    Failure::plain("the tenant has no administrator (a user with admin: true)")
+                })?;
+                form.push(("grant_type", "password".into()));
+                form.push(("username", upn));
+                form.push(("password", password));
+            }
+        }
+        let answer = self
+            .http
+            .post(self.emulator.token_url(tenant))
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| Failure::plain(format!("token request failed: {e}")))?;
+        let body: Value = answer.json().await.unwrap_or_default();
+        let token = body["access_token"]
+            .as_str()
+            .ok_or_else(|| Failure::new("a token from the emulator", vec![body.to_string()]))?
+            .to_string();
+        self.tokens.insert(actor, token.clone());
+        Ok(token)
+    }
+
+    async fn call(
+        &mut self,
+        method: &str,
+        url: &str,
+        token: Option<String>,
+        body: Option<Value>,
+        timeout: Duration,
+    ) -> Result<(u16, Value), Failure> {
+        let method = reqwest::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+            .map_err(|_| Failure::plain(format!("bad method {method}")))?;
+        let mut request = self.http.request(method.clone(), url).timeout(timeout);
+        if let Some(t) = token {
+            request = request.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            request = request.json(&b);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| Failure::plain(format!("{method} {url} failed: {e}")))?;
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(if text.is_empty() {
+            Value::Null
+        } else {
+            Value::String(text)
+        });
+        Ok((status, body))
+    }
+
+    fn catalog_id(&self) -> Result<String, Failure> {
+        self.context["bot"]["catalog_id"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| Failure::plain("the bot's app is not in the catalog"))
+    }
+
+    /// Queues a fault, naming what it is about as the limits know it.
+    pub(super) fn fault(&mut self, f: &super::model::FaultStep) -> Result<(), Failure> {
+        use crate::limits::Operation;
+        let connector = matches!(f.operation, Operation::Send | Operation::Roster);
+        let about = {
+            let world = self.emulator.state().world();
+            let t = &world.tenants[0];
+            match (&f.user, &f.team) {
+                (Some(u), _) => {
+                    let user = t
+                        .user_by_handle(&self.text(u)?)
+                        .map_err(|e| Failure::plain(e.to_string()))?;
+                    Some(if connector {
+                        crate::ids::one_on_one_chat_id(self.bot.app_id, user.id)
+                    } else {
+                        user.id.to_string()
+                    })
+                }
+                (None, Some(team)) => {
+                    let team = t
+                        .team_by_handle(&self.text(team)?)
+                        .map_err(|e| Failure::plain(e.to_string()))?;
+                    Some(if connector {
+                        team.thread_id.clone()
+                    } else {
+                        team.id.to_string()
+                    })
+                }
+                (None, None) => None,
+            }
+        };
+        let spec = crate::limits::FaultSpec {
+            operation: f.operation,
+            status: f.status,
+            code: f.code.clone(),
+            message: f.message.clone(),
+            retry_after: f.retry_after,
+            times: f.times,
+            probability: f.probability,
+            about,
+        };
+        self.emulator
+            .state()
+            .limits
+            .add_fault(spec)
+            .map_err(Failure::plain)
+    }
+
+    async fn control(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(), Failure> {
+        let url = format!("{}{path}", self.emulator.url());
+        let (status, answer) = self
+            .call(method, &url, None, body, Duration::from_secs(30))
+            .await?;
+        self.set_last(json!({"status": status, "body": answer}));
+        if (200..300).contains(&status) {
+            Ok(())
+        } else {
+            Err(Failure::new(
+                format!("the emulator to accept {method} {path}"),
+                vec![format!("{status} {answer}")],
+            ))
+        }
+    }
+
+    pub(super) async fn install(&mut self, s: &InstallStep, install: bool) -> Result<(), Failure> {
+        let token = self.token(s.actor).await?;
+        let catalog = self.catalog_id()?;
+        let bind = json!({"teamsApp@odata.bind": format!("https://graph.microsoft.com/v1.0/appCatalogs/teamsApps/{catalog}")});
+        let graph = self.emulator.graph_url();
+        let timeout = Duration::from_secs(30);
+        let (what, collection, default_status) = match (&s.user, &s.team) {
+            (Some(u), _) => {
+                let u = self.text(u)?;
+                let id = self.emulator.state().world().tenants[0]
+                    .user_by_handle(&u)
+                    .map(|x| x.id.to_string())
+                    .map_err(|e| Failure::plain(e.to_string()))?;
+                (
+                    format!("user {u}"),
+                    format!("{graph}/users/{id}/teamwork/installedApps"),
+                    if install { 201 } else { 204 },
+                )
+            }
+            (None, Some(t)) => {
+                let t = self.text(t)?;
+                let id = self.emulator.state().world().tenants[0]
+                    .team_by_handle(&t)
+                    .map(|x| x.id.to_string())
+                    .map_err(|e| Failure::plain(e.to_string()))?;
+                (
+                    format!("team {t}"),
+                    format!("{graph}/teams/{id}/installedApps"),
+                    if install { 200 } else { 204 },
+                )
+            }
+            (None, None) => return Err(Failure::plain("install needs a user or a team")),
+        };
+        let expected = s.expect_status.unwrap_or(default_status);
+        let (status, body) = if install {
+            self.call("POST", &collection, Some(token), Some(bind), timeout)
+                .await?
+        } else {
+            let filter = format!("{collection}?$filter=teamsApp/id%20eq%20'{catalog}'");
+            let (listed, list) = self
+                .call("GET", &filter, Some(token.clone()), None, timeout)
+                .await?;
+            if listed != 200 {
+                // the lookup itself failed (401, 403, …): say so, not "not installed"
+                self.set_last(json!({"status": listed, "body": list}));
+                return Err(Failure::new(
+                    format!("Graph to list the installations of {what} before uninstalling"),
+                    vec![format!("{listed} {list}")],
+                ));
+            }
+            match list["value"][0]["id"].as_str() {
+                Some(installation) => {
+                    self.call(
+                        "DELETE",
+                        &format!("{collection}/{installation}"),
+                        Some(token),
+                        None,
+                        timeout,
+                    )
+                    .await?
+                }
+                None => (
+                    404,
+                    json!({"error": {"code": "NotFound", "message": format!("the app is not installed for {what}")}}),
+                ),
+            }
+        };
+        let mut last = json!({"status": status, "body": body});
+        if let Some(u) = &s.user {
+            let world = self.emulator.state().world();
+            let t = &world.tenants[0];
+            if let Ok(user) = t.user_by_handle(&self.text(u)?)
+                && let Some(chat) = t
+                    .chats
+                    .iter()
+                    .find(|c| c.user == user.id && c.bot == self.bot.app_id)
+            {
+                last["chat_id"] = json!(chat.id);
+                last["conversation_id"] = json!(chat.conversation_id);
+                last["installation_id"] = json!(crate::ids::installation_id(
+                    &user.id.to_string(),
+                    catalog.parse().unwrap_or_default()
+                ));
+            }
+        }
+        self.set_last(last);
+        if status == expected {
+            Ok(())
+        } else {
+            let verb = if install { "install" } else { "uninstall" };
+            Err(Failure::new(
+                format!("Graph to answer {expected} to the {verb} for {what}"),
+                vec![format!("{status} {body}")],
+            ))
+        }
+    }
+
+    async fn http_step(
+        &mut self,
+        h: &HttpStep,
+        url: String,
+        token: Option<String>,
+    ) -> Result<(), Failure> {
+        let body = match &h.body {
+            Some(b) => Some(interpolate_value(b, &self.context).map_err(Failure::plain)?),
+            None => None,
+        };
+        let timeout = h
+            .timeout
+            .as_deref()
+            .map(parse_duration)
+            .transpose()
+            .map_err(Failure::plain)?
+            .unwrap_or(Duration::from_secs(60));
+        let (status, answer) = self.call(&h.method, &url, token, body, timeout).await?;
+        let last = json!({"status": status, "body": answer});
+        if let Some(name) = &h.save {
+            self.context["saved"][name] = last.clone();
+        }
+        self.set_last(last);
+        let status_ok = match h.expect_status {
+            Some(s) => status == s,
+            None => (200..300).contains(&status),
+        };
+        let expected_json = match &h.expect_json {
+            Some(j) => Some(interpolate_value(j, &self.context).map_err(Failure::plain)?),
+            None => None,
+        };
+        let json_ok = expected_json
+            .as_ref()
+            .is_none_or(|j| partial_match(j, &answer));
+        if status_ok && json_ok {
+            return Ok(());
+        }
+        let mut expected = format!(
+            "{} {} to answer {}",
+            h.method.to_ascii_uppercase(),
+            h.path,
+            h.expect_status
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "2xx".into())
+        );
+        if let Some(j) = expected_json {
+            expected.push_str(&format!(" with JSON containing {j}"));
+        }
+        Err(Failure::new(
+            expected,
+            vec![format!("{status} {}", truncate(&answer.to_string(), 2000))],
+        ))
+    }
+}
+
+fn percent(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
