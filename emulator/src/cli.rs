@@ -1,7 +1,8 @@
 //! The command line: `teams-emulator serve` (and, with the scenario runner, `run` and `validate`).
 
 use crate::config::{BotOverrides, EmulatorConfig};
-use crate::server::{BotAuth, Emulator};
+use crate::emulator::Emulator;
+use crate::state::BotAuth;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -34,6 +34,7 @@ pub mod config;
 pub mod connector;
 pub mod control;
 pub mod delivery;
+pub mod emulator;
 pub mod graph;
 pub mod identity;
 pub mod ids;
@@ -46,5 +47,5 @@ pub mod tenant;
 pub mod tls;
 
 pub use config::{EmulatorConfig, defaults};
-pub use server::{Emulator, EmulatorBuilder, EmulatorHandle};
+pub use emulator::{Emulator, EmulatorBuilder, EmulatorHandle};
 pub use state::BotAuth;
