@@ -27,6 +27,7 @@
 //! ```
 
 pub mod cli;
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod connector;
@@ -42,6 +43,7 @@ pub mod server;
 pub mod tenant;
 pub mod tls;
 
+pub use client::EmulatorClient;
 pub use config::{EmulatorConfig, defaults};
-pub use emulator::{Emulator, EmulatorBuilder, EmulatorHandle};
+pub use emulator::{Emulator, EmulatorBuilder, EmulatorHandle, ExpectationFailed};
 pub use server::BotAuth;
