@@ -1,6 +1,48 @@
 //! The in-process emulator, used the way `wiremock::MockServer` is: [`Emulator::start`] binds a
-//! free loopback port and serves in the background; the [`EmulatorHandle`] gives its URLs, and is
+//! free loopback port and serves in the background; the [`EmulatorHandle`] gives its URLs and a
+//! [`EmulatorClient`], tells what the bots were sent, waits for what they should be sent, and is
 //! shut down (or dropped) at the end of the test.
+//!
+//! ```
+//! use std::time::Duration;
+//! use serde_json::json;
+//! use teams_emulator::{Emulator, defaults};
+//! use wiremock::{Mock, MockServer, ResponseTemplate, matchers::method};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // Your bot, or a stand-in that accepts every activity.
+//! let bot = MockServer::start().await;
+//! Mock::given(method("POST")).respond_with(ResponseTemplate::new(200)).mount(&bot).await;
+//!
+//! let emulator = Emulator::start().await?; // the default tenant on 127.0.0.1:<free port>
+//! emulator.set_bot_endpoint(defaults::BOT_APP_ID, &format!("{}/api/messages", bot.uri()));
+//! let client = emulator.client(); // tokens, Graph, the Connector and /_emulator, as the bot
+//!
+//! // The Graph flow a proactive bot runs: catalog lookup by manifest id, POST installedApps.
+//! let installation = client.install_for_user("megan").await?;
+//! let update = emulator
+//!     .expect_activity("conversationUpdate")
+//!     .for_user("megan")
+//!     .within(Duration::from_secs(5))
+//!     .await; // panics, listing every activity that did arrive, if none does
+//! let conversation = update["conversation"]["id"].as_str().unwrap();
+//!
+//! client.connector_send(conversation, &json!({"type": "message", "text": "Welcome!"})).await?;
+//! client.user_says("megan", "thanks").await?;
+//! let reply = emulator
+//!     .expect_activity("message")
+//!     .in_conversation(&installation.chat_id)
+//!     .await_ok() // or a Result whose error lists them
+//!     .await?;
+//! assert_eq!(reply["text"], "thanks");
+//! emulator.expect_no_activity("message").for_user("adele").await;
+//!
+//! assert!(emulator.settle(Duration::from_secs(5)).await);
+//! assert!(emulator.deliveries().iter().all(|d| d.ok));
+//! emulator.shutdown().await;
+//! # Ok(()) }
+//! ```
 
 use crate::client::{ClientBot, EmulatorClient};
 use crate::clock::Clock;
