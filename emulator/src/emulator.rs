@@ -215,7 +215,9 @@ impl EmulatorHandle {
     pub fn clock(&self) -> &Clock {
         &self.clock
     }
-    pub fn state(&self) -> &AppState {
+    /// The shared state, for the scenario runner and the command line; tests and other crates
+    /// use the methods below.
+    pub(crate) fn state(&self) -> &AppState {
         &self.state
     }
 
