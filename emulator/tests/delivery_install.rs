@@ -74,6 +74,24 @@ async fn personal_install_delivers_installation_update_then_conversation_update_
         assert_personal_envelope(&env, a, MEGAN);
     }
     assert_eq!(install["conversation"]["id"], update["conversation"]["id"]);
+    // the whole of both, as Teams shapes them
+    let megan = env.emu.user(MEGAN).expect("megan");
+    let expected = fixture(
+        "activities/personal-install.json",
+        &[
+            ("serviceUrl", env.emu.service_url()),
+            ("tenantId", defaults::TENANT_ID.to_string()),
+            ("bot.mri", bot_mri()),
+            ("user.mri", megan.mri),
+            ("user.id", megan.id.to_string()),
+            ("user.name", megan.display_name),
+            (
+                "conversation",
+                install["conversation"]["id"].as_str().unwrap().to_string(),
+            ),
+        ],
+    );
+    assert_json_matches(&expected, &Value::Array(activities.clone()));
 
     // the signature: fetch the metadata, then the key by kid
     let metadata: Value = env
@@ -224,6 +242,24 @@ async fn team_install_delivers_team_member_added_in_general() {
     assert_eq!(install["action"], "add");
     // installationUpdate comes first, as on a personal install
     assert_eq!(activities[0]["type"], "installationUpdate");
+    // the whole of both, as Teams shapes them, from the team's owner
+    let mark8 = env.emu.team("mark8").expect("the team");
+    let owner = env.emu.user(MEGAN).expect("megan owns the team");
+    let expected = fixture(
+        "activities/team-install.json",
+        &[
+            ("serviceUrl", env.emu.service_url()),
+            ("tenantId", defaults::TENANT_ID.to_string()),
+            ("bot.mri", bot_mri()),
+            ("owner.mri", owner.mri),
+            ("owner.id", owner.id.to_string()),
+            ("owner.name", owner.display_name),
+            ("team.id", mark8.id.to_string()),
+            ("team.thread", mark8.general_channel_id),
+            ("team.name", mark8.display_name),
+        ],
+    );
+    assert_json_matches(&expected, &Value::Array(activities.clone()));
 }
 
 #[tokio::test]

@@ -610,3 +610,71 @@ pub fn message(text: &str) -> Value {
 pub fn encode(segment: &str) -> String {
     percent_encoding::utf8_percent_encode(segment, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
+
+// ---- fixtures ---------------------------------------------------------------------------------
+
+/// A JSON fixture under `emulator/testdata/`, its `{name}` placeholders filled in from `vars`.
+/// `{*}` stays: [`assert_json_matches`] takes it for any value that is there.
+pub fn fixture(name: &str, vars: &[(&str, String)]) -> Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata")
+        .join(name);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let mut value: Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()));
+    fill(&mut value, vars);
+    value
+}
+
+fn fill(value: &mut Value, vars: &[(&str, String)]) {
+    match value {
+        Value::String(s) => {
+            for (name, with) in vars {
+                *s = s.replace(&format!("{{{name}}}"), with);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| fill(v, vars)),
+        Value::Object(fields) => fields.values_mut().for_each(|v| fill(v, vars)),
+        _ => {}
+    }
+}
+
+/// Asserts that `actual` is `expected`, compared as JSON values: the same keys, the same array
+/// lengths, equal leaves, where the string `{*}` in `expected` stands for any value but `null`.
+#[track_caller]
+pub fn assert_json_matches(expected: &Value, actual: &Value) {
+    if let Err(at) = json_matches(expected, actual, "$") {
+        panic!("{at}\nexpected: {expected:#}\nactual: {actual:#}");
+    }
+}
+
+fn json_matches(expected: &Value, actual: &Value, at: &str) -> Result<(), String> {
+    match (expected, actual) {
+        (Value::String(any), actual) if any == "{*}" => match actual {
+            Value::Null => Err(format!("{at}: missing")),
+            _ => Ok(()),
+        },
+        (Value::Object(e), Value::Object(a)) => {
+            if let Some(extra) = a.keys().find(|k| !e.contains_key(*k)) {
+                return Err(format!("{at}.{extra}: not expected, got {}", a[extra]));
+            }
+            for (key, value) in e {
+                let got = a.get(key).unwrap_or(&Value::Null);
+                json_matches(value, got, &format!("{at}.{key}"))?;
+            }
+            Ok(())
+        }
+        (Value::Array(e), Value::Array(a)) => {
+            if e.len() != a.len() {
+                return Err(format!("{at}: {} items expected, got {}", e.len(), a.len()));
+            }
+            for (i, (e, a)) in e.iter().zip(a).enumerate() {
+                json_matches(e, a, &format!("{at}[{i}]"))?;
+            }
+            Ok(())
+        }
+        (e, a) if e == a => Ok(()),
+        (e, a) => Err(format!("{at}: expected {e}, got {a}")),
+    }
+}
