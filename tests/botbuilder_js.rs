@@ -3,7 +3,7 @@
 //! sends a proactive message that lands in the user's chat.
 
 use anyhow::{Result, ensure};
-use end_to_end::{DEADLINE, Graph, NodeBot, message_text, poll_until, start_emulator};
+use end_to_end::{DEADLINE, NodeBot, message_text, poll_until, start_emulator};
 use teams_emulator::{BotAuth, EmulatorConfig, defaults};
 
 #[tokio::test]
@@ -15,14 +15,14 @@ async fn the_botbuilder_js_example_sends_a_proactive_message_into_the_users_chat
     ensure!(
         emulator.set_bot_endpoint(defaults::BOT_APP_ID, &format!("{}/api/messages", bot.url()))
     );
-    let graph = Graph::app(&emulator).await?;
+    let graph = emulator.client();
 
     graph.install_for_user("megan").await?;
     ensure!(
-        emulator.state().delivery.settle(DEADLINE).await,
+        emulator.settle(DEADLINE).await,
         "install events still pending"
     );
-    let records = emulator.state().delivery.records();
+    let records = emulator.deliveries();
     ensure!(
         !records.is_empty() && records.iter().all(|r| r.ok && !r.signed),
         "unsigned deliveries, all accepted: {records:#?}"
@@ -39,7 +39,7 @@ async fn the_botbuilder_js_example_sends_a_proactive_message_into_the_users_chat
     );
 
     let chat = graph
-        .bot_chat("megan")
+        .chat_with_bot("megan")
         .await?
         .ok_or_else(|| anyhow::anyhow!("megan has no chat with the bot"))?;
     let message = poll_until(
@@ -60,9 +60,7 @@ async fn the_botbuilder_js_example_sends_a_proactive_message_into_the_users_chat
     );
 
     // A message from megan is answered in-turn (the SDK's reply path).
-    end_to_end::Control::new(&emulator)
-        .user_writes("megan", "hello there")
-        .await?;
+    graph.user_says("megan", "hello there").await?;
     poll_until("the SDK bot's reply in megan's chat", DEADLINE, || async {
         Ok(graph
             .chat_messages(&chat)
@@ -75,7 +73,7 @@ async fn the_botbuilder_js_example_sends_a_proactive_message_into_the_users_chat
 
     // After the uninstall the SDK bot forgets the conversation and sends nothing.
     graph.uninstall_for_user("megan").await?;
-    ensure!(emulator.state().delivery.settle(DEADLINE).await);
+    ensure!(emulator.settle(DEADLINE).await);
     let summary: serde_json::Value = reqwest::get(format!("{}/api/notify", bot.url()))
         .await?
         .error_for_status()?
@@ -86,9 +84,9 @@ async fn the_botbuilder_js_example_sends_a_proactive_message_into_the_users_chat
         "GET /api/notify after the uninstall: {summary:#}"
     );
     ensure!(
-        emulator.state().delivery.records().iter().all(|r| r.ok),
+        emulator.deliveries().iter().all(|r| r.ok),
         "every delivery accepted: {:#?}",
-        emulator.state().delivery.records()
+        emulator.deliveries()
     );
 
     bot.stop().await?;

@@ -13,7 +13,7 @@ async fn welcomes(stack: &Stack, user: &str, n: usize) -> Result<Vec<serde_json:
         DEADLINE,
         || async {
             let found: Vec<_> = stack
-                .graph
+                .client
                 .bot_messages_to(user)
                 .await?
                 .into_iter()
@@ -28,7 +28,7 @@ async fn welcomes(stack: &Stack, user: &str, n: usize) -> Result<Vec<serde_json:
 #[tokio::test]
 async fn a_graph_install_welcomes_the_user_through_signed_delivery() -> Result<()> {
     let stack = Stack::start().await?;
-    stack.graph.install_for_user("megan").await?;
+    stack.client.install_for_user("megan").await?;
 
     let welcome = welcomes(&stack, "megan", 1).await?.remove(0);
     let text = message_text(&welcome);
@@ -42,7 +42,7 @@ async fn a_graph_install_welcomes_the_user_through_signed_delivery() -> Result<(
     );
 
     stack.assert_deliveries_ok().await?;
-    let records = stack.emulator.state().delivery.records();
+    let records = stack.emulator.deliveries();
     let kinds: Vec<&str> = records.iter().map(|r| r.activity_type.as_str()).collect();
     ensure!(
         kinds.contains(&"installationUpdate") && kinds.contains(&"conversationUpdate"),
@@ -102,7 +102,7 @@ async fn install_tenant_twice(config: EmulatorConfig) -> Result<()> {
 
     for user in users {
         ensure!(
-            stack.graph.user_installation(user).await?.is_some(),
+            stack.client.installation_for_user(user).await?.is_some(),
             "the app is not installed for {user}"
         );
         let found = welcomes(&stack, user, 1).await?;
@@ -123,17 +123,17 @@ async fn after_an_uninstall_the_bot_stops_and_a_reinstall_without_conversation_u
     config.behaviour.conversation_update_never = true;
     let stack = Stack::with_config(config).await?;
 
-    stack.graph.install_for_user("megan").await?;
+    stack.client.install_for_user("megan").await?;
     welcomes(&stack, "megan", 1).await?;
-    stack.graph.uninstall_for_user("megan").await?;
+    stack.client.uninstall_for_user("megan").await?;
     stack.assert_deliveries_ok().await?;
-    let before = stack.graph.bot_messages_to("megan").await?.len();
+    let before = stack.client.bot_messages_to("megan").await?.len();
 
     let report = stack
         .bot_api
         .notify(&json!({"title": "After the uninstall"}))
         .await?;
-    let megan = stack.graph.user_id("megan").await?;
+    let megan = stack.client.user_id("megan").await?;
     let outcome = report.outcome_of(&upn("megan"), &megan);
     ensure!(
         report.count("sent") == 0 && matches!(outcome.as_deref(), None | Some("not_installed")),
@@ -141,7 +141,7 @@ async fn after_an_uninstall_the_bot_stops_and_a_reinstall_without_conversation_u
         report.0
     );
     ensure!(
-        stack.graph.bot_messages_to("megan").await?.len() == before,
+        stack.client.bot_messages_to("megan").await?.len() == before,
         "a message reached megan after the uninstall"
     );
 
@@ -169,7 +169,7 @@ async fn after_an_uninstall_the_bot_stops_and_a_reinstall_without_conversation_u
         report.0
     );
     poll_until("the notification in megan's chat", DEADLINE, || async {
-        let messages = stack.graph.bot_messages_to("megan").await?;
+        let messages = stack.client.bot_messages_to("megan").await?;
         Ok(messages
             .iter()
             .any(|m| message_text(m).contains("After the reinstall"))
@@ -196,19 +196,14 @@ async fn the_bot_refuses_activities_without_the_channel_token() -> Result<()> {
         .await?;
     ensure!(unsigned.status() == 401, "unsigned: {}", unsigned.status());
     // A token from the emulator's token endpoint is the bot's own, not the channel's.
-    let own = end_to_end::token(
-        &stack.emulator,
-        &[
-            ("grant_type", "client_credentials"),
-            (
-                "client_id",
-                &teams_emulator::defaults::BOT_APP_ID.to_string(),
-            ),
-            ("client_secret", teams_emulator::defaults::BOT_APP_SECRET),
-            ("scope", "https://api.botframework.com/.default"),
-        ],
-    )
-    .await?;
+    let own = stack
+        .client
+        .app_token(
+            teams_emulator::defaults::BOT_APP_ID,
+            teams_emulator::defaults::BOT_APP_SECRET,
+            teams_emulator::client::BOT_FRAMEWORK_SCOPE,
+        )
+        .await?;
     let wrong = http
         .post(stack.bot_endpoint())
         .bearer_auth(own)
@@ -223,17 +218,17 @@ async fn the_bot_refuses_activities_without_the_channel_token() -> Result<()> {
 async fn a_missed_uninstall_is_learned_from_the_403_and_install_reaches_the_user_through_the_chat_id()
 -> Result<()> {
     let stack = Stack::start().await?;
-    let megan = stack.graph.user_id("megan").await?;
-    stack.graph.install_for_user("megan").await?;
+    let megan = stack.client.user_id("megan").await?;
+    stack.client.install_for_user("megan").await?;
     welcomes(&stack, "megan", 1).await?;
     stack.assert_deliveries_ok().await?;
 
     // The uninstall event never reaches the bot.
     stack.deliver_to(Some(&end_to_end::unreachable_endpoint()?))?;
-    stack.graph.uninstall_for_user("megan").await?;
+    stack.client.uninstall_for_user("megan").await?;
     stack.settle().await?;
     stack.deliver_to(None)?;
-    let before = stack.graph.bot_messages_to("megan").await?.len();
+    let before = stack.client.bot_messages_to("megan").await?.len();
 
     let report = stack.bot_api.notify(&json!({"title": "Missed"})).await?;
     ensure!(
@@ -250,7 +245,7 @@ async fn a_missed_uninstall_is_learned_from_the_403_and_install_reaches_the_user
         "{:#}",
         report.0
     );
-    ensure!(stack.graph.bot_messages_to("megan").await?.len() == before);
+    ensure!(stack.client.bot_messages_to("megan").await?.len() == before);
 
     // Reinstalled by the bot, and again no install event arrives: the welcome goes to the
     // chat id Graph names.
@@ -274,9 +269,9 @@ async fn a_missed_uninstall_is_learned_from_the_403_and_install_reaches_the_user
     ensure!(welcomes(&stack, "megan", 2).await?.len() == 2);
 
     // Megan answers in the chat; the bot hears her and notify reaches her once.
-    stack.control.user_writes("megan", "help").await?;
+    stack.client.user_says("megan", "help").await?;
     poll_until("the bot's help reply", DEADLINE, || async {
-        let messages = stack.graph.bot_messages_to("megan").await?;
+        let messages = stack.client.bot_messages_to("megan").await?;
         Ok(messages
             .iter()
             .any(|m| message_text(m).contains("**help**: show this message"))
@@ -289,7 +284,7 @@ async fn a_missed_uninstall_is_learned_from_the_403_and_install_reaches_the_user
         .await?;
     ensure!(report.count("sent") == 1, "{:#}", report.0);
     let got = stack
-        .graph
+        .client
         .bot_messages_to("megan")
         .await?
         .iter()

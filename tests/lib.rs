@@ -4,9 +4,9 @@
 //! - [`start_emulator`], [`start_reference_bot`] and [`Stack`]: the emulator and the reference
 //!   bot wired together (the bot needs the emulator's URL, so the emulator starts first and is
 //!   then told the bot's endpoint with [`EmulatorHandle::set_bot_endpoint`]).
-//! - [`Graph`]: Microsoft Graph calls with tokens from the emulator's token endpoint (the bot's
-//!   app-only token, or a user's delegated one), and the lookups the tests need.
-//! - [`Control`]: the emulator's `/_emulator` API (a user writes, joins a team, deliveries).
+//! - [`EmulatorClient`] (from the emulator's public API, as [`Stack::client`]): tokens, Graph
+//!   calls as the bot or a user and the lookups the tests need, the Connector, and the
+//!   `/_emulator` control API (a user writes, joins a team, deliveries).
 //! - [`poll_until`]: wait for an observable condition with a deadline, never a fixed sleep.
 //! - [`NodeBot`]: the botbuilder-js example as a child process, killed on drop.
 //!
@@ -16,14 +16,14 @@
 
 use anyhow::{Context, Result, anyhow, ensure};
 use proactive_bot::{Bot, BotHandle, Config};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 use teams_emulator::config::EmulatorConfig;
 use teams_emulator::defaults;
-use teams_emulator::{BotAuth, Emulator, EmulatorHandle};
+use teams_emulator::{BotAuth, Emulator, EmulatorClient, EmulatorHandle};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::time::{Instant, sleep_until, timeout};
 
@@ -118,8 +118,8 @@ pub async fn start_reference_bot(emulator: &EmulatorHandle, database: &Path) -> 
 pub struct Stack {
     pub emulator: EmulatorHandle,
     pub bot: Option<BotHandle>,
-    pub graph: Graph,
-    pub control: Control,
+    /// The emulator's client, acting as the bot's app (Graph with its app-only token).
+    pub client: EmulatorClient,
     pub bot_api: BotApi,
     dir: tempfile::TempDir,
 }
@@ -134,11 +134,9 @@ impl Stack {
         let dir = tempfile::tempdir().context("creating a temporary folder")?;
         let emulator = start_emulator(config, BotAuth::Signed).await?;
         let bot = start_reference_bot(&emulator, &dir.path().join("bot.sqlite3")).await?;
-        let graph = Graph::app(&emulator).await?;
         Ok(Stack {
-            control: Control::new(&emulator),
+            client: emulator.client(),
             bot_api: BotApi::new(&bot.url()),
-            graph,
             bot: Some(bot),
             emulator,
             dir,
@@ -184,7 +182,7 @@ impl Stack {
     /// Waits until every activity the emulator queued has reached the bot (or failed).
     pub async fn settle(&self) -> Result<()> {
         ensure!(
-            self.emulator.state().delivery.settle(DEADLINE).await,
+            self.emulator.settle(DEADLINE).await,
             "deliveries still pending after {DEADLINE:?}"
         );
         Ok(())
@@ -193,7 +191,7 @@ impl Stack {
     /// Every delivery so far answered 2xx; returns how many there were.
     pub async fn assert_deliveries_ok(&self) -> Result<usize> {
         self.settle().await?;
-        let records = self.emulator.state().delivery.records();
+        let records = self.emulator.deliveries();
         let failed: Vec<String> = records
             .iter()
             .filter(|r| !r.ok)
@@ -227,258 +225,6 @@ async fn json_of(response: reqwest::Response, what: &str) -> Result<Value> {
     serde_json::from_str(&text).with_context(|| format!("{what}: not JSON: {text}"))
 }
 
-/// Gets a token from the emulator's token endpoint (form-encoded, as MSAL does).
-pub async fn token(emulator: &EmulatorHandle, form: &[(&str, &str)]) -> Result<String> {
-    let response = reqwest::Client::new()
-        .post(emulator.token_url(defaults::TENANT_ID))
-        .form(form)
-        .send()
-        .await?;
-    let body = json_of(response, "token request").await?;
-    body["access_token"]
-        .as_str()
-        .map(str::to_owned)
-        .ok_or_else(|| anyhow!("no access_token in {body}"))
-}
-
-/// Microsoft Graph of the emulator, with one bearer token.
-#[derive(Clone)]
-pub struct Graph {
-    http: reqwest::Client,
-    base: String,
-    token: String,
-}
-
-impl Graph {
-    /// As the bot's app (client credentials with the bot's id and secret).
-    pub async fn app(emulator: &EmulatorHandle) -> Result<Graph> {
-        let app_id = defaults::BOT_APP_ID.to_string();
-        let token = token(
-            emulator,
-            &[
-                ("grant_type", "client_credentials"),
-                ("client_id", &app_id),
-                ("client_secret", defaults::BOT_APP_SECRET),
-                ("scope", "https://graph.microsoft.com/.default"),
-            ],
-        )
-        .await?;
-        Ok(Self::with_token(emulator, token))
-    }
-
-    /// As a signed-in user (password grant with the tenant's test password).
-    pub async fn user(emulator: &EmulatorHandle, key: &str) -> Result<Graph> {
-        let app_id = defaults::BOT_APP_ID.to_string();
-        let username = upn(key);
-        let token = token(
-            emulator,
-            &[
-                ("grant_type", "password"),
-                ("client_id", &app_id),
-                ("username", &username),
-                ("password", defaults::USER_PASSWORD),
-                ("scope", "https://graph.microsoft.com/.default"),
-            ],
-        )
-        .await?;
-        Ok(Self::with_token(emulator, token))
-    }
-
-    fn with_token(emulator: &EmulatorHandle, token: String) -> Graph {
-        Graph {
-            http: reqwest::Client::new(),
-            base: emulator.graph_url(),
-            token,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        if path.starts_with("http") {
-            path.to_owned()
-        } else {
-            format!("{}/{}", self.base, path.trim_start_matches('/'))
-        }
-    }
-
-    /// `GET`, answering the raw response.
-    pub async fn get_raw(&self, path: &str) -> Result<reqwest::Response> {
-        Ok(self
-            .http
-            .get(self.url(path))
-            .bearer_auth(&self.token)
-            .send()
-            .await?)
-    }
-
-    pub async fn get(&self, path: &str) -> Result<Value> {
-        json_of(self.get_raw(path).await?, &format!("GET {path}")).await
-    }
-
-    /// Every item of a collection, following `@odata.nextLink`.
-    pub async fn list(&self, path: &str) -> Result<Vec<Value>> {
-        let mut items = Vec::new();
-        let mut next = Some(path.to_owned());
-        while let Some(path) = next.take() {
-            let page = self.get(&path).await?;
-            items.extend(page["value"].as_array().cloned().unwrap_or_default());
-            next = page["@odata.nextLink"].as_str().map(str::to_owned);
-        }
-        Ok(items)
-    }
-
-    pub async fn post_raw(&self, path: &str, body: &Value) -> Result<reqwest::Response> {
-        Ok(self
-            .http
-            .post(self.url(path))
-            .bearer_auth(&self.token)
-            .json(body)
-            .send()
-            .await?)
-    }
-
-    pub async fn post(&self, path: &str, body: &Value) -> Result<Value> {
-        json_of(self.post_raw(path, body).await?, &format!("POST {path}")).await
-    }
-
-    pub async fn delete(&self, path: &str) -> Result<()> {
-        let response = self
-            .http
-            .delete(self.url(path))
-            .bearer_auth(&self.token)
-            .send()
-            .await?;
-        json_of(response, &format!("DELETE {path}"))
-            .await
-            .map(|_| ())
-    }
-
-    /// A user's object id by UPN.
-    pub async fn user_id(&self, key: &str) -> Result<String> {
-        let user = self.get(&format!("users/{}", upn(key))).await?;
-        user["id"]
-            .as_str()
-            .map(str::to_owned)
-            .ok_or_else(|| anyhow!("no id in {user}"))
-    }
-
-    /// The catalog id of the reference bot's app, looked up by manifest id.
-    pub async fn catalog_app_id(&self) -> Result<String> {
-        let apps = self
-            .list(&format!(
-                "appCatalogs/teamsApps?$filter=externalId eq '{}'",
-                defaults::MANIFEST_ID
-            ))
-            .await?;
-        apps.first()
-            .and_then(|a| a["id"].as_str())
-            .map(str::to_owned)
-            .ok_or_else(|| anyhow!("the bot's app is not in the catalog"))
-    }
-
-    fn bind(catalog_id: &str) -> Value {
-        json!({
-            "teamsApp@odata.bind":
-                format!("https://graph.microsoft.com/v1.0/appCatalogs/teamsApps/{catalog_id}")
-        })
-    }
-
-    /// Installs the bot's app for a user (personal scope).
-    pub async fn install_for_user(&self, key: &str) -> Result<()> {
-        let catalog = self.catalog_app_id().await?;
-        let user = self.user_id(key).await?;
-        self.post(
-            &format!("users/{user}/teamwork/installedApps"),
-            &Self::bind(&catalog),
-        )
-        .await?;
-        Ok(())
-    }
-
-    /// The user's installation of the bot's app, if any.
-    pub async fn user_installation(&self, key: &str) -> Result<Option<String>> {
-        let user = self.user_id(key).await?;
-        let found = self
-            .list(&format!(
-                "users/{user}/teamwork/installedApps?$expand=teamsApp&$filter=teamsApp/externalId eq '{}'",
-                defaults::MANIFEST_ID
-            ))
-            .await?;
-        Ok(found
-            .first()
-            .and_then(|i| i["id"].as_str())
-            .map(str::to_owned))
-    }
-
-    pub async fn uninstall_for_user(&self, key: &str) -> Result<()> {
-        let user = self.user_id(key).await?;
-        let installation = self
-            .user_installation(key)
-            .await?
-            .ok_or_else(|| anyhow!("the app is not installed for {key}"))?;
-        self.delete(&format!(
-            "users/{user}/teamwork/installedApps/{installation}"
-        ))
-        .await
-    }
-
-    /// Installs the bot's app in a team.
-    pub async fn install_for_team(&self, team_id: &str) -> Result<()> {
-        let catalog = self.catalog_app_id().await?;
-        self.post(
-            &format!("teams/{team_id}/installedApps"),
-            &Self::bind(&catalog),
-        )
-        .await?;
-        Ok(())
-    }
-
-    /// The user's 1:1 chat with the bot (Graph's `19:…` id), if it exists.
-    pub async fn bot_chat(&self, key: &str) -> Result<Option<String>> {
-        let user = self.user_id(key).await?;
-        let chats = self.list(&format!("users/{user}/chats")).await?;
-        Ok(chats
-            .iter()
-            .find(|c| c["chatType"] == "oneOnOne")
-            .and_then(|c| c["id"].as_str())
-            .map(str::to_owned))
-    }
-
-    /// The messages of a chat, newest first.
-    pub async fn chat_messages(&self, chat_id: &str) -> Result<Vec<Value>> {
-        self.list(&format!("chats/{}/messages", encode(chat_id)))
-            .await
-    }
-
-    /// The messages the bot sent in a user's 1:1 chat, newest first (none without a chat).
-    pub async fn bot_messages_to(&self, key: &str) -> Result<Vec<Value>> {
-        let Some(chat) = self.bot_chat(key).await? else {
-            return Ok(vec![]);
-        };
-        Ok(self
-            .chat_messages(&chat)
-            .await?
-            .into_iter()
-            .filter(from_bot)
-            .collect())
-    }
-
-    /// The top-level messages of a team's channel, newest first.
-    pub async fn channel_messages(&self, team_id: &str, channel_id: &str) -> Result<Vec<Value>> {
-        self.list(&format!(
-            "teams/{team_id}/channels/{}/messages",
-            encode(channel_id)
-        ))
-        .await
-    }
-}
-
-/// Percent-encodes one path segment (chat and channel ids carry `:` and `@`).
-pub fn encode(segment: &str) -> String {
-    url::form_urlencoded::byte_serialize(segment.as_bytes())
-        .collect::<String>()
-        .replace('+', "%20")
-}
-
 /// Whether a Graph `chatMessage` comes from the reference bot's app.
 pub fn from_bot(message: &Value) -> bool {
     message["from"]["application"]["id"] == defaults::BOT_APP_ID.to_string()
@@ -500,59 +246,6 @@ pub fn message_text(message: &Value) -> String {
 /// Whether a message of the reference bot is its personal welcome after an install.
 pub fn is_welcome(message: &Value) -> bool {
     message_text(message).contains("was installed for you")
-}
-
-/// The emulator's control API.
-#[derive(Clone)]
-pub struct Control {
-    http: reqwest::Client,
-    base: String,
-}
-
-impl Control {
-    pub fn new(emulator: &EmulatorHandle) -> Control {
-        Control {
-            http: reqwest::Client::new(),
-            base: format!("{}/_emulator", emulator.url()),
-        }
-    }
-
-    pub async fn post(&self, path: &str, body: &Value) -> Result<Value> {
-        let response = self
-            .http
-            .post(format!("{}/{}", self.base, path.trim_start_matches('/')))
-            .json(body)
-            .send()
-            .await?;
-        json_of(response, &format!("POST /_emulator/{path}")).await
-    }
-
-    /// The user writes `text` in their 1:1 chat with the bot.
-    pub async fn user_writes(&self, user: &str, text: &str) -> Result<Value> {
-        self.post(&format!("users/{user}/messages"), &json!({ "text": text }))
-            .await
-    }
-
-    /// The user joins the team.
-    pub async fn add_member(&self, team: &str, user: &str) -> Result<()> {
-        self.post(&format!("teams/{team}/members"), &json!({ "user": user }))
-            .await
-            .map(|_| ())
-    }
-
-    /// Delivery outcomes, once queued deliveries settled (up to `wait`).
-    pub async fn deliveries(&self, wait: Duration) -> Result<Value> {
-        let response = self
-            .http
-            .get(format!(
-                "{}/deliveries?wait_ms={}",
-                self.base,
-                wait.as_millis()
-            ))
-            .send()
-            .await?;
-        json_of(response, "GET /_emulator/deliveries").await
-    }
 }
 
 /// The bot's own API (`/api/notify`, `/api/install`).

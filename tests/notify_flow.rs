@@ -11,7 +11,7 @@ async fn bot_said(stack: &Stack, user: &str, needle: &str) -> Result<()> {
         &format!("a message with {needle:?} in {user}'s chat"),
         DEADLINE,
         || async {
-            let messages = stack.graph.bot_messages_to(user).await?;
+            let messages = stack.client.bot_messages_to(user).await?;
             Ok(messages
                 .iter()
                 .any(|m| message_text(m).contains(needle))
@@ -23,7 +23,7 @@ async fn bot_said(stack: &Stack, user: &str, needle: &str) -> Result<()> {
 
 async fn count_containing(stack: &Stack, user: &str, needle: &str) -> Result<usize> {
     Ok(stack
-        .graph
+        .client
         .bot_messages_to(user)
         .await?
         .iter()
@@ -33,11 +33,11 @@ async fn count_containing(stack: &Stack, user: &str, needle: &str) -> Result<usi
 
 async fn install_and_wait_for_welcomes(stack: &Stack, users: &[&str]) -> Result<()> {
     for user in users {
-        stack.graph.install_for_user(user).await?;
+        stack.client.install_for_user(user).await?;
     }
     for user in users {
         poll_until(&format!("{user}'s welcome"), DEADLINE, || async {
-            let messages = stack.graph.bot_messages_to(user).await?;
+            let messages = stack.client.bot_messages_to(user).await?;
             Ok(messages.iter().any(is_welcome).then_some(()))
         })
         .await?;
@@ -51,7 +51,7 @@ async fn notify_reaches_every_opted_in_user_and_no_opted_out_one() -> Result<()>
     let users = ["megan", "adele", "alex"];
     install_and_wait_for_welcomes(&stack, &users).await?;
 
-    stack.control.user_writes("megan", "stop").await?;
+    stack.client.user_says("megan", "stop").await?;
     bot_said(&stack, "megan", "You're opted out").await?;
 
     let title = "Expense report approved";
@@ -60,7 +60,7 @@ async fn notify_reaches_every_opted_in_user_and_no_opted_out_one() -> Result<()>
         .notify(&json!({"title": title, "what": "Report #42", "who": "Lee Gu"}))
         .await?;
     for user in users {
-        let id = stack.graph.user_id(user).await?;
+        let id = stack.client.user_id(user).await?;
         let expected = if user == "megan" { "opted_out" } else { "sent" };
         ensure!(
             report.outcome_of(&upn(user), &id).as_deref() == Some(expected),
@@ -105,7 +105,7 @@ async fn after_a_restart_on_the_same_database_notify_still_reaches_everyone() ->
         bot_said(&stack, user, title).await?;
     }
     // Activities reach the new process, and its answers reach the user.
-    stack.control.user_writes("lee", "help").await?;
+    stack.client.user_says("lee", "help").await?;
     bot_said(&stack, "lee", "**help**: show this message").await?;
     // The restarted bot still knows everyone was welcomed.
     let again = stack
@@ -124,9 +124,9 @@ async fn after_a_restart_on_the_same_database_notify_still_reaches_everyone() ->
 async fn a_user_who_blocked_the_bot_is_reported_and_not_tried_again() -> Result<()> {
     let stack = Stack::start().await?;
     install_and_wait_for_welcomes(&stack, &["megan", "adele"]).await?;
-    stack.control.post("users/adele/block", &json!({})).await?;
+    stack.client.block_bot("adele").await?;
 
-    let adele = stack.graph.user_id("adele").await?;
+    let adele = stack.client.user_id("adele").await?;
     for round in ["First try", "Second try"] {
         let report = stack.bot_api.notify(&json!({"title": round})).await?;
         ensure!(

@@ -2,12 +2,13 @@
 //! every member 1:1, and the welcomes for a member who joins later.
 
 use anyhow::{Context, Result, ensure};
-use end_to_end::{DEADLINE, Graph, Stack, message_text, poll_until, upn};
+use end_to_end::{DEADLINE, Stack, message_text, poll_until, upn};
 use serde_json::{Value, json};
+use teams_emulator::EmulatorClient;
 
 /// Waits until the team's General channel has a message from the bot containing `needle`.
 async fn channel_says(
-    graph: &Graph,
+    graph: &EmulatorClient,
     team: &str,
     general: &str,
     needle: &str,
@@ -35,7 +36,7 @@ async fn chat_says(stack: &Stack, user: &str, needle: &str) -> Result<Vec<Value>
         DEADLINE,
         || async {
             let found: Vec<Value> = stack
-                .graph
+                .client
                 .bot_messages_to(user)
                 .await?
                 .into_iter()
@@ -51,20 +52,11 @@ async fn chat_says(stack: &Stack, user: &str, needle: &str) -> Result<Vec<Value>
 async fn a_team_install_welcomes_the_channel_caches_the_roster_and_welcomes_new_members()
 -> Result<()> {
     let stack = Stack::start().await?;
-    let (team_id, general) = {
-        let world = stack.emulator.state().world();
-        let team = &world.tenants[0].teams[0];
-        let general = team
-            .channels
-            .iter()
-            .find(|c| c.general)
-            .context("the team has a General channel")?;
-        (team.id.to_string(), general.id.clone())
-    };
+    let (team_id, general) = mark8(&stack)?;
     // Channel messages are read as a member of the team (delegated token).
-    let megan = Graph::user(&stack.emulator, "megan").await?;
+    let megan = stack.client.as_user("megan").await?;
 
-    stack.graph.install_for_team(&team_id).await?;
+    stack.client.install_for_team(&team_id).await?;
     let intro = channel_says(&megan, &team_id, &general, "was added to this team").await?;
     ensure!(intro.len() == 1, "one introduction: {intro:#?}");
     stack.assert_deliveries_ok().await?;
@@ -73,7 +65,7 @@ async fn a_team_install_welcomes_the_channel_caches_the_roster_and_welcomes_new_
     let report = stack.bot_api.notify(&json!({"title": title})).await?;
     let members = ["megan", "adele", "alex", "lee"];
     for user in members {
-        let id = stack.graph.user_id(user).await?;
+        let id = stack.client.user_id(user).await?;
         ensure!(
             report.outcome_of(&upn(user), &id).as_deref() == Some("sent"),
             "{user} is a member and should be reached: {:#}",
@@ -89,11 +81,11 @@ async fn a_team_install_welcomes_the_channel_caches_the_roster_and_welcomes_new_
         chat_says(&stack, user, title).await?;
     }
     ensure!(
-        stack.graph.bot_chat("nestor").await?.is_none(),
+        stack.client.chat_with_bot("nestor").await?.is_none(),
         "nestor is not a member and has no chat with the bot"
     );
 
-    stack.control.add_member("mark8", "nestor").await?;
+    stack.client.add_team_member("mark8", "nestor").await?;
     let greeting = channel_says(&megan, &team_id, &general, "Nestor Wilke").await?;
     ensure!(
         message_text(&greeting[0]).contains("Welcome"),
@@ -115,9 +107,12 @@ async fn a_team_install_welcomes_the_channel_caches_the_roster_and_welcomes_new_
     stack.shutdown().await
 }
 
+/// The Mark 8 team's group id and General channel id.
 fn mark8(stack: &Stack) -> Result<(String, String)> {
-    let world = stack.emulator.state().world();
-    let team = &world.tenants[0].teams[0];
+    let team = stack
+        .emulator
+        .team("mark8")
+        .context("the default tenant has the Mark 8 team")?;
     let general = team
         .channels
         .iter()
@@ -131,8 +126,8 @@ async fn channel_notices_go_to_general_and_leavers_and_an_uninstalled_team_are_n
 -> Result<()> {
     let stack = Stack::start().await?;
     let (team_id, general) = mark8(&stack)?;
-    let megan = Graph::user(&stack.emulator, "megan").await?;
-    stack.graph.install_for_team(&team_id).await?;
+    let megan = stack.client.as_user("megan").await?;
+    stack.client.install_for_team(&team_id).await?;
     channel_says(&megan, &team_id, &general, "was added to this team").await?;
     stack.assert_deliveries_ok().await?;
 
@@ -157,7 +152,7 @@ async fn channel_notices_go_to_general_and_leavers_and_an_uninstalled_team_are_n
         .bot_api
         .notify(&json!({"title": "After Adele left"}))
         .await?;
-    let adele = stack.graph.user_id("adele").await?;
+    let adele = stack.client.user_id("adele").await?;
     ensure!(
         report.count("sent") == 3
             && report
@@ -167,7 +162,7 @@ async fn channel_notices_go_to_general_and_leavers_and_an_uninstalled_team_are_n
         report.0
     );
     let adele_got = stack
-        .graph
+        .client
         .bot_messages_to("adele")
         .await?
         .iter()
@@ -177,16 +172,16 @@ async fn channel_notices_go_to_general_and_leavers_and_an_uninstalled_team_are_n
 
     // The team removes the app: nothing more goes to the channel or the members.
     let installation = stack
-        .graph
-        .list(&format!("teams/{team_id}/installedApps?$expand=teamsApp"))
+        .client
+        .graph_list(&format!("teams/{team_id}/installedApps?$expand=teamsApp"))
         .await?
         .into_iter()
         .find(|i| i["teamsApp"]["externalId"] == teams_emulator::defaults::MANIFEST_ID.to_string())
         .and_then(|i| i["id"].as_str().map(str::to_owned))
         .context("the team installation")?;
     stack
-        .graph
-        .delete(&format!("teams/{team_id}/installedApps/{installation}"))
+        .client
+        .graph_delete(&format!("teams/{team_id}/installedApps/{installation}"))
         .await?;
     stack.assert_deliveries_ok().await?;
     let report = stack
@@ -202,7 +197,7 @@ async fn channel_notices_go_to_general_and_leavers_and_an_uninstalled_team_are_n
     for user in ["megan", "adele", "alex", "lee"] {
         ensure!(
             !stack
-                .graph
+                .client
                 .bot_messages_to(user)
                 .await?
                 .iter()

@@ -118,7 +118,7 @@ async fn add_fault(State(state): State<AppState>, body: Bytes) -> Result<Respons
 /// What a fault is about, as calls name it to the limits: for the Connector a chat's Graph id or
 /// a channel's id (from any conversation id, a user — their chat with the bot — or a team); for
 /// Graph a user's or team's object id (from a key, UPN or id).
-fn resolve_about(
+pub(crate) fn resolve_about(
     world: &crate::tenant::World,
     operation: crate::limits::Operation,
     about: &str,

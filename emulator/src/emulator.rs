@@ -1,17 +1,66 @@
 //! The in-process emulator, used the way `wiremock::MockServer` is: [`Emulator::start`] binds a
-//! free loopback port and serves in the background; the [`EmulatorHandle`] gives its URLs, and is
+//! free loopback port and serves in the background; the [`EmulatorHandle`] gives its URLs and a
+//! [`EmulatorClient`], tells what the bots were sent, waits for what they should be sent, and is
 //! shut down (or dropped) at the end of the test.
+//!
+//! ```
+//! use std::time::Duration;
+//! use serde_json::json;
+//! use teams_emulator::{Emulator, defaults};
+//! use wiremock::{Mock, MockServer, ResponseTemplate, matchers::method};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // Your bot, or a stand-in that accepts every activity.
+//! let bot = MockServer::start().await;
+//! Mock::given(method("POST")).respond_with(ResponseTemplate::new(200)).mount(&bot).await;
+//!
+//! let emulator = Emulator::start().await?; // the default tenant on 127.0.0.1:<free port>
+//! emulator.set_bot_endpoint(defaults::BOT_APP_ID, &format!("{}/api/messages", bot.uri()));
+//! let client = emulator.client(); // tokens, Graph, the Connector and /_emulator, as the bot
+//!
+//! // The Graph flow a proactive bot runs: catalog lookup by manifest id, POST installedApps.
+//! let installation = client.install_for_user("megan").await?;
+//! let update = emulator
+//!     .expect_activity("conversationUpdate")
+//!     .for_user("megan")
+//!     .within(Duration::from_secs(5))
+//!     .await; // panics, listing every activity that did arrive, if none does
+//! let conversation = update["conversation"]["id"].as_str().unwrap();
+//!
+//! client.connector_send(conversation, &json!({"type": "message", "text": "Welcome!"})).await?;
+//! client.user_says("megan", "thanks").await?;
+//! let reply = emulator
+//!     .expect_activity("message")
+//!     .in_conversation(&installation.chat_id)
+//!     .await_ok() // or a Result whose error lists them
+//!     .await?;
+//! assert_eq!(reply["text"], "thanks");
+//! emulator.expect_no_activity("message").for_user("adele").await;
+//!
+//! assert!(emulator.settle(Duration::from_secs(5)).await);
+//! assert!(emulator.deliveries().iter().all(|d| d.ok));
+//! emulator.shutdown().await;
+//! # Ok(()) }
+//! ```
 
+use crate::client::{ClientBot, EmulatorClient};
 use crate::clock::Clock;
-use crate::config::EmulatorConfig;
+use crate::config::{EmulatorConfig, defaults};
+use crate::delivery::DeliveryRecord;
 use crate::identity::SigningKey;
+use crate::limits::{EarlyRetry, FaultSpec, FaultState};
 use crate::server::{self, AppState, BotAuth};
 use crate::shutdown::Shutdown;
 use crate::state::Settings;
+use serde_json::Value;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use uuid::Uuid;
 
 /// How long [`EmulatorHandle::shutdown`] lets queued deliveries finish.
 const SETTLE_ON_SHUTDOWN: Duration = Duration::from_secs(5);
@@ -93,6 +142,7 @@ impl EmulatorBuilder {
         let listener = TcpListener::bind(self.listen).await?;
         let addr = listener.local_addr()?;
         let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let ca_pem = self.tls.as_ref().map(|t| t.ca_pem.clone());
         let shutdown = Shutdown::new();
         let state = AppState::new(Settings {
             config: self.config,
@@ -120,6 +170,7 @@ impl EmulatorBuilder {
             addr,
             state,
             clock: self.clock,
+            ca_pem,
             shutdown,
             task: Some(task),
         })
@@ -145,6 +196,8 @@ pub struct EmulatorHandle {
     addr: SocketAddr,
     state: AppState,
     clock: Clock,
+    /// The authority's certificate when serving TLS, for [`EmulatorHandle::client`] to trust.
+    ca_pem: Option<String>,
     shutdown: Shutdown,
     task: Option<JoinHandle<()>>,
 }
@@ -164,7 +217,7 @@ impl EmulatorHandle {
     pub fn service_url(&self) -> String {
         self.state.service_url().to_string()
     }
-    pub fn token_url(&self, tenant: uuid::Uuid) -> String {
+    pub fn token_url(&self, tenant: Uuid) -> String {
         format!("{}/{tenant}/oauth2/v2.0/token", self.url())
     }
     pub fn channel_openid_url(&self) -> String {
@@ -173,14 +226,162 @@ impl EmulatorHandle {
     pub fn clock(&self) -> &Clock {
         &self.clock
     }
-    pub fn state(&self) -> &AppState {
+    /// The shared state, for the scenario runner and the command line; tests and other crates
+    /// use the methods below.
+    pub(crate) fn state(&self) -> &AppState {
         &self.state
+    }
+
+    /// An HTTP client for this emulator's token endpoint, Graph, Bot Connector and control API,
+    /// acting as the first tenant's bot (see [`EmulatorClient`]).
+    pub fn client(&self) -> EmulatorClient {
+        let world = self.state.world();
+        let tenant = world.tenants.first();
+        let bot = tenant.and_then(|t| {
+            let app = t.catalog.iter().find(|a| a.bot_id.is_some())?;
+            let bot = app.bot_id?;
+            let registration = t.registrations.iter().find(|r| r.client_id == bot)?;
+            Some(ClientBot {
+                app_id: bot,
+                secret: registration.client_secret.clone(),
+                manifest_id: app.external_id,
+            })
+        });
+        EmulatorClient::new(
+            &self.url(),
+            tenant.map_or(defaults::TENANT_ID, |t| t.id),
+            tenant.map_or("contoso.onmicrosoft.com", |t| t.domain.as_str()),
+            bot.unwrap_or_default(),
+            self.state.bot_auth == BotAuth::Signed,
+            self.ca_pem.as_deref(),
+        )
+    }
+
+    /// Every attempt so far to deliver an activity to a bot, in order, with its outcome.
+    pub fn deliveries(&self) -> Vec<DeliveryRecord> {
+        self.state.delivery.records()
+    }
+
+    /// The activities the emulator delivered to bots (the activities of [`Self::deliveries`],
+    /// whether the bot accepted them or not), in order.
+    pub fn received_activities(&self) -> Vec<Value> {
+        self.deliveries().into_iter().map(|r| r.activity).collect()
+    }
+
+    /// Every activity to and from bots, in order: a Bot Framework `.transcript`.
+    pub fn transcript(&self) -> Vec<Value> {
+        self.state.delivery.transcript()
+    }
+
+    /// Waits until every queued activity has been delivered (or failed), up to `timeout`.
+    /// Returns whether the queues are empty.
+    pub async fn settle(&self, timeout: Duration) -> bool {
+        self.state.delivery.settle(timeout).await
+    }
+
+    /// Injects a fault: the next matching calls (or each, with a probability) answer its status.
+    /// `about` may name a user (key, UPN or id), a team, or a conversation, as the control API's
+    /// `POST /_emulator/faults` takes it.
+    pub fn fault(&self, fault: impl Into<FaultSpec>) -> Result<(), FaultRejected> {
+        let mut spec = fault.into();
+        if let Some(about) = &spec.about {
+            let world = self.state.world();
+            spec.about = Some(
+                crate::control::resolve_about(&world, spec.operation, about)
+                    .map_err(FaultRejected)?,
+            );
+        }
+        self.state.limits.add_fault(spec).map_err(FaultRejected)
+    }
+
+    /// The injected faults and how often each fired.
+    pub fn faults(&self) -> Vec<FaultState> {
+        self.state.limits.faults()
+    }
+
+    /// Removes every injected fault.
+    pub fn clear_faults(&self) {
+        self.state.limits.clear_faults();
+    }
+
+    /// Calls that came back before the `Retry-After` they were given had passed.
+    pub fn early_retries(&self) -> Vec<EarlyRetry> {
+        self.state.limits.early_retries()
+    }
+
+    /// Back to the state the emulator started in: its tenants as configured (bots keep the
+    /// endpoints they were pointed at), no installations, chats, deliveries, transcript or faults.
+    pub fn reset(&self) {
+        self.state.reset();
+    }
+
+    /// A user of the emulated tenants, by key (`megan`), UPN, object id or `29:` id.
+    pub fn user(&self, handle: &str) -> Option<TenantUser> {
+        let world = self.state.world();
+        world.tenants.iter().find_map(|t| {
+            let u = t.user_by_handle(handle).ok()?;
+            Some(TenantUser {
+                id: u.id,
+                tenant_id: t.id,
+                key: u.key.clone(),
+                user_principal_name: u.user_principal_name.clone(),
+                display_name: u.display_name.clone(),
+                mri: u.mri.clone(),
+            })
+        })
+    }
+
+    /// A team of the emulated tenants, by key (`mark8`), display name, group id or thread id.
+    /// Graph lists no teams, so this is how a test learns the ids a bot would be told.
+    pub fn team(&self, handle: &str) -> Option<TenantTeam> {
+        let world = self.state.world();
+        world.tenants.iter().find_map(|t| {
+            let team = t.team_by_handle(handle).ok()?;
+            Some(TenantTeam {
+                id: team.id,
+                tenant_id: t.id,
+                key: team.key.clone(),
+                display_name: team.display_name.clone(),
+                general_channel_id: team.thread_id.clone(),
+                channels: team
+                    .channels
+                    .iter()
+                    .map(|c| TeamChannel {
+                        id: c.id.clone(),
+                        display_name: c.display_name.clone(),
+                        general: c.general,
+                    })
+                    .collect(),
+                members: team.members.iter().map(|m| m.user).collect(),
+            })
+        })
+    }
+
+    /// Waits for an activity of `activity_type` (`"message"`, `"conversationUpdate"`, …) to be
+    /// delivered to a bot. Narrow it with [`ActivityExpectation::for_user`],
+    /// [`ActivityExpectation::in_conversation`] or [`ActivityExpectation::matching`], bound it
+    /// with [`ActivityExpectation::within`], then `.await` it (panics with every activity that
+    /// did arrive) or [`ActivityExpectation::await_ok`] it.
+    pub fn expect_activity(&self, activity_type: &str) -> ActivityExpectation {
+        ActivityExpectation {
+            filter: Filter::new(self.state.clone(), activity_type),
+            within: DEFAULT_WITHIN,
+        }
+    }
+
+    /// The opposite of [`Self::expect_activity`]: no such activity is delivered within the window
+    /// ([`NoActivityExpectation::within`], 1 s unless told), checked until the window ends.
+    pub fn expect_no_activity(&self, activity_type: &str) -> NoActivityExpectation {
+        NoActivityExpectation {
+            filter: Filter::new(self.state.clone(), activity_type),
+            within: DEFAULT_QUIET,
+        }
     }
 
     /// Sets where the bot of app registration `app_id` receives activities, for a bot that can
     /// only be started once the emulator's URL is known (or restarts on another port). Returns
     /// whether the emulator has that registration.
-    pub fn set_bot_endpoint(&self, app_id: uuid::Uuid, endpoint: &str) -> bool {
+    pub fn set_bot_endpoint(&self, app_id: Uuid, endpoint: &str) -> bool {
         self.state
             .mutate(|world| world.set_messaging_endpoint(app_id, endpoint))
     }
@@ -203,4 +404,393 @@ impl Drop for EmulatorHandle {
     fn drop(&mut self) {
         self.shutdown.trigger();
     }
+}
+
+/// A user of an emulated tenant, as [`EmulatorHandle::user`] finds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TenantUser {
+    /// The Entra object id (`aadObjectId` in activities).
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub key: String,
+    pub user_principal_name: String,
+    pub display_name: String,
+    /// The Bot Framework id (`29:…`) activities carry in `from.id`.
+    pub mri: String,
+}
+
+/// A team of an emulated tenant, as [`EmulatorHandle::team`] finds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TenantTeam {
+    /// The group id, which Graph uses as the team id (`aadGroupId` in activities).
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub key: String,
+    pub display_name: String,
+    /// The team's thread id, which is also its General channel's id.
+    pub general_channel_id: String,
+    /// General first, then the others in the order configured.
+    pub channels: Vec<TeamChannel>,
+    /// The members' object ids, owners included.
+    pub members: Vec<Uuid>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TeamChannel {
+    pub id: String,
+    pub display_name: String,
+    pub general: bool,
+}
+
+/// A fault the emulator would not inject, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FaultRejected(pub String);
+
+impl std::fmt::Display for FaultRejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "fault rejected: {}", self.0)
+    }
+}
+
+impl std::error::Error for FaultRejected {}
+
+/// How long [`EmulatorHandle::expect_activity`] waits unless told.
+const DEFAULT_WITHIN: Duration = Duration::from_secs(10);
+/// How long [`EmulatorHandle::expect_no_activity`] watches unless told.
+const DEFAULT_QUIET: Duration = Duration::from_secs(1);
+/// The longest pause between two looks at the delivery records.
+const MAX_POLL: Duration = Duration::from_millis(50);
+
+type Predicate = Box<dyn Fn(&Value) -> bool + Send + Sync>;
+
+/// What an expectation looks for among the activities delivered to bots.
+struct Filter {
+    state: AppState,
+    activity_type: String,
+    user: Option<String>,
+    conversation: Option<String>,
+    predicates: Vec<Predicate>,
+}
+
+/// A [`Filter`] with its user and conversation turned into the ids activities carry.
+struct Resolved<'a> {
+    filter: &'a Filter,
+    /// The user's object id, `29:` id, and personal conversation ids with each bot.
+    user: Option<(String, String, Vec<String>)>,
+    conversations: Vec<String>,
+}
+
+impl Filter {
+    fn new(state: AppState, activity_type: &str) -> Self {
+        Self {
+            state,
+            activity_type: activity_type.to_string(),
+            user: None,
+            conversation: None,
+            predicates: Vec::new(),
+        }
+    }
+
+    fn describe(&self, within: Duration) -> String {
+        let mut what = format!("a `{}` activity", self.activity_type);
+        if let Some(user) = &self.user {
+            what.push_str(&format!(" for {user}"));
+        }
+        if let Some(conversation) = &self.conversation {
+            what.push_str(&format!(" in conversation {conversation}"));
+        }
+        match self.predicates.len() {
+            0 => {}
+            1 => what.push_str(" matching the predicate"),
+            n => what.push_str(&format!(" matching all {n} predicates")),
+        }
+        what.push_str(&format!(" within {within:?}"));
+        what
+    }
+
+    fn resolve(&self, within: Duration) -> Result<Resolved<'_>, ExpectationFailed> {
+        let user = match &self.user {
+            None => None,
+            Some(handle) => {
+                let world = self.state.world();
+                let found = world.tenants.iter().find_map(|t| {
+                    let u = t.user_by_handle(handle).ok()?;
+                    let conversations = t
+                        .catalog
+                        .iter()
+                        .filter_map(|a| a.bot_id)
+                        .map(|bot| {
+                            crate::ids::personal_conversation_id(&crate::ids::one_on_one_chat_id(
+                                bot, u.id,
+                            ))
+                        })
+                        .collect();
+                    Some((u.id.to_string(), u.mri.clone(), conversations))
+                });
+                match found {
+                    Some(found) => Some(found),
+                    None => {
+                        return Err(ExpectationFailed {
+                            expected: self.describe(within),
+                            problem: format!("no user '{handle}' in the emulated tenants"),
+                            records: self.state.delivery.records(),
+                        });
+                    }
+                }
+            }
+        };
+        let conversations = match &self.conversation {
+            None => vec![],
+            Some(id) if id.starts_with("19:") && id.ends_with("@unq.gbl.spaces") => {
+                vec![id.clone(), crate::ids::personal_conversation_id(id)]
+            }
+            Some(id) => vec![id.clone()],
+        };
+        Ok(Resolved {
+            filter: self,
+            user,
+            conversations,
+        })
+    }
+}
+
+impl Resolved<'_> {
+    fn matches(&self, activity: &Value) -> bool {
+        if activity["type"] != self.filter.activity_type.as_str() {
+            return false;
+        }
+        let conversation = activity["conversation"]["id"].as_str().unwrap_or_default();
+        if let Some((id, mri, personal)) = &self.user {
+            let named = |m: &Value| m["id"] == mri.as_str() || m["aadObjectId"] == id.as_str();
+            let about_user = named(&activity["from"])
+                || personal.iter().any(|c| c == conversation)
+                || ["membersAdded", "membersRemoved"].iter().any(|k| {
+                    activity[*k]
+                        .as_array()
+                        .is_some_and(|members| members.iter().any(named))
+                });
+            if !about_user {
+                return false;
+            }
+        }
+        if !self.conversations.is_empty()
+            && !self.conversations.iter().any(|c| {
+                conversation == c
+                    || conversation
+                        .strip_prefix(c.as_str())
+                        .is_some_and(|rest| rest.starts_with(";messageid="))
+            })
+        {
+            return false;
+        }
+        self.filter.predicates.iter().all(|p| p(activity))
+    }
+
+    fn first_match(&self, records: &[DeliveryRecord]) -> Option<Value> {
+        records
+            .iter()
+            .find(|r| self.matches(&r.activity))
+            .map(|r| r.activity.clone())
+    }
+}
+
+/// The pause before the next look at the records: short at first, never past the deadline.
+async fn pause(wait: &mut Duration, deadline: tokio::time::Instant) {
+    let until = (tokio::time::Instant::now() + *wait).min(deadline);
+    tokio::time::sleep_until(until).await;
+    *wait = (*wait * 2).min(MAX_POLL);
+}
+
+/// An activity a bot should be sent: see [`EmulatorHandle::expect_activity`].
+#[must_use = "an expectation does nothing until it is awaited"]
+pub struct ActivityExpectation {
+    filter: Filter,
+    within: Duration,
+}
+
+impl ActivityExpectation {
+    /// How long to wait (10 s unless told).
+    pub fn within(mut self, timeout: Duration) -> Self {
+        self.within = timeout;
+        self
+    }
+
+    /// Only activities about this user (key, UPN, object id or `29:` id): from them, in their
+    /// 1:1 chat with a bot, or adding or removing them.
+    pub fn for_user(mut self, user: &str) -> Self {
+        self.filter.user = Some(user.to_string());
+        self
+    }
+
+    /// Only activities in this conversation (its Connector id, a 1:1 chat's Graph id, or a
+    /// channel, whose threads count too).
+    pub fn in_conversation(mut self, conversation: &str) -> Self {
+        self.filter.conversation = Some(conversation.to_string());
+        self
+    }
+
+    /// Only activities for which `predicate` holds (all of them, when given more than once).
+    pub fn matching(mut self, predicate: impl Fn(&Value) -> bool + Send + Sync + 'static) -> Self {
+        self.filter.predicates.push(Box::new(predicate));
+        self
+    }
+
+    /// The first matching activity, or, once the time is up, what did arrive instead.
+    pub async fn await_ok(self) -> Result<Value, ExpectationFailed> {
+        let resolved = self.filter.resolve(self.within)?;
+        let deadline = tokio::time::Instant::now() + self.within;
+        let mut wait = Duration::from_millis(5);
+        loop {
+            let records = self.filter.state.delivery.records();
+            if let Some(found) = resolved.first_match(&records) {
+                return Ok(found);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ExpectationFailed {
+                    expected: self.filter.describe(self.within),
+                    problem: "none arrived".into(),
+                    records,
+                });
+            }
+            pause(&mut wait, deadline).await;
+        }
+    }
+}
+
+impl IntoFuture for ActivityExpectation {
+    type Output = Value;
+    type IntoFuture = Pin<Box<dyn Future<Output = Value> + Send>>;
+
+    /// The first matching activity; panics with every activity that did arrive when none does.
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            match self.await_ok().await {
+                Ok(activity) => activity,
+                Err(failed) => panic!("{failed}"),
+            }
+        })
+    }
+}
+
+/// An activity no bot may be sent: see [`EmulatorHandle::expect_no_activity`].
+#[must_use = "an expectation does nothing until it is awaited"]
+pub struct NoActivityExpectation {
+    filter: Filter,
+    within: Duration,
+}
+
+impl NoActivityExpectation {
+    /// How long to watch (1 s unless told).
+    pub fn within(mut self, window: Duration) -> Self {
+        self.within = window;
+        self
+    }
+
+    /// See [`ActivityExpectation::for_user`].
+    pub fn for_user(mut self, user: &str) -> Self {
+        self.filter.user = Some(user.to_string());
+        self
+    }
+
+    /// See [`ActivityExpectation::in_conversation`].
+    pub fn in_conversation(mut self, conversation: &str) -> Self {
+        self.filter.conversation = Some(conversation.to_string());
+        self
+    }
+
+    /// See [`ActivityExpectation::matching`].
+    pub fn matching(mut self, predicate: impl Fn(&Value) -> bool + Send + Sync + 'static) -> Self {
+        self.filter.predicates.push(Box::new(predicate));
+        self
+    }
+
+    /// `Ok` once the window has passed without a matching activity; fails as soon as one arrives.
+    pub async fn await_ok(self) -> Result<(), ExpectationFailed> {
+        let resolved = self.filter.resolve(self.within)?;
+        let deadline = tokio::time::Instant::now() + self.within;
+        let mut wait = Duration::from_millis(5);
+        loop {
+            let records = self.filter.state.delivery.records();
+            if let Some(found) = resolved.first_match(&records) {
+                return Err(ExpectationFailed {
+                    expected: format!("no{}", &self.filter.describe(self.within)[1..]),
+                    problem: format!("one arrived: {}", summarize(&found)),
+                    records,
+                });
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(());
+            }
+            pause(&mut wait, deadline).await;
+        }
+    }
+}
+
+impl IntoFuture for NoActivityExpectation {
+    type Output = ();
+    type IntoFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+    /// Panics, listing every activity delivered, when a matching one arrives in the window.
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            if let Err(failed) = self.await_ok().await {
+                panic!("{failed}");
+            }
+        })
+    }
+}
+
+/// An expectation that did not hold. Its `Display` says what was expected and lists every
+/// activity the bots were sent, with each delivery's outcome.
+#[derive(Clone, Debug)]
+pub struct ExpectationFailed {
+    expected: String,
+    problem: String,
+    records: Vec<DeliveryRecord>,
+}
+
+impl ExpectationFailed {
+    /// What was expected, in words.
+    pub fn expected(&self) -> &str {
+        &self.expected
+    }
+
+    /// Every delivery there was when the expectation gave up.
+    pub fn deliveries(&self) -> &[DeliveryRecord] {
+        &self.records
+    }
+}
+
+impl std::fmt::Display for ExpectationFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "expected {}, but {}.", self.expected, self.problem)?;
+        if self.records.is_empty() {
+            return write!(f, "The bots were sent no activity.");
+        }
+        write!(f, "The bots were sent {} activities:", self.records.len())?;
+        for r in &self.records {
+            let outcome = match (r.ok, r.status, &r.error) {
+                (true, Some(status), _) => status.to_string(),
+                (true, None, _) => "ok".to_string(),
+                (false, _, Some(error)) => format!("failed: {error}"),
+                (false, Some(status), None) => format!("failed: {status}"),
+                (false, None, None) => "failed".to_string(),
+            };
+            write!(
+                f,
+                "\n  {}. {} in {} → {outcome}",
+                r.seq,
+                summarize(&r.activity),
+                r.conversation_id
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ExpectationFailed {}
+
+/// One line for an activity, as scenario reports show it.
+fn summarize(activity: &Value) -> String {
+    crate::scenario::run::summarize_activity(activity)
 }

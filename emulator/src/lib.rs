@@ -29,6 +29,7 @@
 //! ```
 
 pub mod cli;
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod connector;
@@ -46,6 +47,7 @@ pub mod state;
 pub mod tenant;
 pub mod tls;
 
+pub use client::EmulatorClient;
 pub use config::{EmulatorConfig, defaults};
-pub use emulator::{Emulator, EmulatorBuilder, EmulatorHandle};
+pub use emulator::{Emulator, EmulatorBuilder, EmulatorHandle, ExpectationFailed};
 pub use state::BotAuth;

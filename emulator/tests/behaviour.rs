@@ -1,17 +1,15 @@
 //! Switches for where real Teams behaves in more than one way.
 
-mod support_connector;
+mod common;
 
-use support_connector::*;
+use common::*;
 use teams_emulator::{BotAuth, EmulatorConfig};
-
-const MEGAN: &str = "megan@contoso.onmicrosoft.com";
 
 #[tokio::test]
 async fn sends_can_be_accepted_with_202_and_no_body_and_still_land() {
     let mut config = EmulatorConfig::default_tenant();
     config.behaviour.send_accepted_without_id = true;
-    let env = start_with(BotAuth::Signed, config, 200).await;
+    let env = Env::start_with(BotAuth::Signed, config, 200).await;
     env.install_for(MEGAN).await;
     let token = env.bot_token().await;
     let conversation = env.open_conversation(Some(&token), MEGAN).await;
@@ -31,11 +29,16 @@ async fn sends_can_be_accepted_with_202_and_no_body_and_still_land() {
         "",
         "an empty body, as Teams sends it"
     );
-    let world = env.emu.state().world();
-    let chat = world.tenants[0].chat(&conversation).expect("the chat");
+    let chat = env.chat_id(MEGAN).await;
+    let messages = env
+        .client
+        .chat_messages(&chat)
+        .await
+        .expect("the chat's messages");
     assert!(
-        chat.messages
+        messages
             .iter()
-            .any(|m| m.activity.value()["text"] == "accepted, not yet numbered")
+            .any(|m| m["body"]["content"] == "accepted, not yet numbered"),
+        "{messages:#?}"
     );
 }

@@ -1,11 +1,11 @@
 //! Bot Connector: creating 1:1 conversations and channel threads, and sending, replying to,
 //! updating and deleting activities, checked through Graph.
 
-mod support_connector;
+mod common;
 
+use common::*;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use support_connector::*;
 use teams_emulator::{BotAuth, defaults};
 
 fn bot_mri() -> String {
@@ -35,7 +35,7 @@ fn find<'a>(messages: &'a [Value], id: &str) -> &'a Value {
 
 #[tokio::test]
 async fn create_conversation_accepts_the_tenant_in_each_place_and_returns_the_same_id() {
-    let env = start(BotAuth::Signed).await;
+    let env = Env::start(BotAuth::Signed).await;
     env.install_for(MEGAN).await;
     let token = env.bot_token().await;
     let tenant = defaults::TENANT_ID.to_string();
@@ -73,7 +73,7 @@ async fn create_conversation_accepts_the_tenant_in_each_place_and_returns_the_sa
 
 #[tokio::test]
 async fn create_conversation_with_an_initial_activity_answers_its_id() {
-    let env = start(BotAuth::Signed).await;
+    let env = Env::start(BotAuth::Signed).await;
     env.install_for(MEGAN).await;
     let token = env.bot_token().await;
     let (status, answer) = env
@@ -91,13 +91,13 @@ async fn create_conversation_with_an_initial_activity_answers_its_id() {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{answer}");
     let activity = answer["activityId"].as_str().expect("activityId");
-    let messages = chat_messages(&env, &env.chat_id(MEGAN)).await;
+    let messages = chat_messages(&env, &env.chat_id(MEGAN).await).await;
     assert_eq!(find(&messages, activity)["body"]["content"], "welcome");
 }
 
 #[tokio::test]
 async fn send_reply_update_delete_show_in_graph() {
-    let env = start(BotAuth::Signed).await;
+    let env = Env::start(BotAuth::Signed).await;
     env.install_for(MEGAN).await;
     let token = env.bot_token().await;
     let conversation = env.open_conversation(Some(&token), MEGAN).await;
@@ -129,7 +129,7 @@ async fn send_reply_update_delete_show_in_graph() {
     let reply_id = reply["id"].as_str().expect("id").to_string();
     assert_ne!(reply_id, sent_id);
 
-    let chat = env.chat_id(MEGAN);
+    let chat = env.chat_id(MEGAN).await;
     let messages = chat_messages(&env, &chat).await;
     let m = find(&messages, &sent_id);
     assert_eq!(m["body"]["content"], "hello megan");
@@ -170,7 +170,7 @@ async fn send_reply_update_delete_show_in_graph() {
 
 #[tokio::test]
 async fn cards_show_as_attachments_in_graph() {
-    let env = start(BotAuth::None).await;
+    let env = Env::start(BotAuth::None).await;
     env.install_for(MEGAN).await;
     let conversation = env.open_conversation(None, MEGAN).await;
     let hero = json!({"contentType": "application/vnd.microsoft.card.hero", "content": {"title": "Hero", "buttons": [{"type": "imBack", "title": "Go", "value": "go"}]}});
@@ -184,7 +184,7 @@ async fn cards_show_as_attachments_in_graph() {
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{sent}");
-    let messages = chat_messages(&env, &env.chat_id(MEGAN)).await;
+    let messages = chat_messages(&env, &env.chat_id(MEGAN).await).await;
     let m = find(&messages, sent["id"].as_str().unwrap());
     let attachments = m["attachments"].as_array().expect("attachments");
     assert_eq!(attachments.len(), 2, "{m}");
@@ -210,11 +210,11 @@ async fn cards_show_as_attachments_in_graph() {
 
 #[tokio::test]
 async fn the_graph_chat_id_and_percent_encoded_ids_address_the_same_chat() {
-    let env = start(BotAuth::Signed).await;
+    let env = Env::start(BotAuth::Signed).await;
     env.install_for(MEGAN).await;
     let token = env.bot_token().await;
     let conversation = env.open_conversation(Some(&token), MEGAN).await;
-    let chat = env.chat_id(MEGAN);
+    let chat = env.chat_id(MEGAN).await;
     assert!(chat.starts_with("19:") && chat.ends_with("@unq.gbl.spaces"));
     let mut ids = Vec::new();
     for (label, cid) in [
@@ -238,7 +238,7 @@ async fn the_graph_chat_id_and_percent_encoded_ids_address_the_same_chat() {
         find(&messages, id);
     }
     // the bot's own activities keep the Connector id however the chat was addressed
-    let transcript = env.emu.state().delivery.transcript();
+    let transcript = env.emu.transcript();
     for id in &ids {
         let a = transcript
             .iter()
@@ -277,7 +277,7 @@ async fn the_graph_chat_id_and_percent_encoded_ids_address_the_same_chat() {
 
 #[tokio::test]
 async fn a_new_channel_thread_appears_in_graph_and_takes_replies() {
-    let env = start(BotAuth::Signed).await;
+    let env = Env::start(BotAuth::Signed).await;
     env.install_in_team().await;
     let token = env.bot_token().await;
     let (team, general, other) = env.team();
@@ -352,7 +352,7 @@ async fn a_new_channel_thread_appears_in_graph_and_takes_replies() {
 
 #[tokio::test]
 async fn unsigned_mode_needs_no_token_and_accepts_bearer_null() {
-    let env = start(BotAuth::None).await;
+    let env = Env::start(BotAuth::None).await;
     env.install_for(MEGAN).await;
     let conversation = env.open_conversation(None, MEGAN).await;
     let (status, sent) = env

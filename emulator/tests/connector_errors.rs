@@ -1,10 +1,10 @@
 //! Bot Connector errors: Teams' codes and statuses in `{"error":{"code","message"}}`.
 
-mod support_connector;
+mod common;
 
+use common::*;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use support_connector::*;
 use teams_emulator::{BotAuth, defaults};
 
 async fn raw(env: &Env, url: &str, token: Option<&str>, body: &'static str) -> (StatusCode, Value) {
@@ -27,7 +27,7 @@ async fn raw(env: &Env, url: &str, token: Option<&str>, body: &'static str) -> (
 
 #[tokio::test]
 async fn bad_arguments() {
-    let env = start(BotAuth::Signed).await;
+    let env = Env::start(BotAuth::Signed).await;
     env.install_for(MEGAN).await;
     let token = env.bot_token().await;
     let conversation = env.open_conversation(Some(&token), MEGAN).await;
@@ -75,7 +75,7 @@ async fn bad_arguments() {
 
 #[tokio::test]
 async fn signed_mode_needs_a_bot_framework_token() {
-    let env = start(BotAuth::Signed).await;
+    let env = Env::start(BotAuth::Signed).await;
     env.install_for(MEGAN).await;
     let token = env.bot_token().await;
     let conversation = env.open_conversation(Some(&token), MEGAN).await;
@@ -110,7 +110,7 @@ async fn signed_mode_needs_a_bot_framework_token() {
 
 #[tokio::test]
 async fn forbidden_after_uninstall_and_when_blocked() {
-    let env = start(BotAuth::Signed).await;
+    let env = Env::start(BotAuth::Signed).await;
     env.install_for(MEGAN).await;
     let token = env.bot_token().await;
     let conversation = env.open_conversation(Some(&token), MEGAN).await;
@@ -161,7 +161,7 @@ async fn forbidden_after_uninstall_and_when_blocked() {
 
 #[tokio::test]
 async fn a_team_without_the_bot_is_not_its_roster() {
-    let env = start(BotAuth::Signed).await;
+    let env = Env::start(BotAuth::Signed).await;
     let token = env.bot_token().await;
     let (_, general, other) = env.team();
     for channel in [&general, &other] {
@@ -206,7 +206,7 @@ async fn a_team_without_the_bot_is_not_its_roster() {
 
 #[tokio::test]
 async fn not_found_codes() {
-    let env = start(BotAuth::None).await;
+    let env = Env::start(BotAuth::None).await;
     env.install_for(MEGAN).await;
     let conversation = env.open_conversation(None, MEGAN).await;
     for cid in ["a:nope", "19:nope@thread.tacv2", "19:nope@unq.gbl.spaces"] {
@@ -272,7 +272,7 @@ async fn not_found_codes() {
 
 #[tokio::test]
 async fn oversized_activities_are_refused() {
-    let env = start(BotAuth::Signed).await;
+    let env = Env::start(BotAuth::Signed).await;
     env.install_for(MEGAN).await;
     let token = env.bot_token().await;
     let conversation = env.open_conversation(Some(&token), MEGAN).await;
@@ -326,7 +326,7 @@ async fn oversized_activities_are_refused() {
 
 #[tokio::test]
 async fn unemulated_routes_answer_501() {
-    let env = start(BotAuth::None).await;
+    let env = Env::start(BotAuth::None).await;
     for (method, rest) in [
         (Method::GET, "conversations"),
         (Method::POST, "conversations/a:x/attachments"),

@@ -1,11 +1,11 @@
 //! Bot Connector rosters (`members`, `pagedmembers`, one member) and team details and channels.
 
-mod support_connector;
+mod common;
 
+use common::*;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use std::collections::BTreeSet;
-use support_connector::*;
 use teams_emulator::{BotAuth, EmulatorConfig};
 
 fn account_fields(m: &Value) {
@@ -29,7 +29,7 @@ fn account_fields(m: &Value) {
 
 #[tokio::test]
 async fn personal_roster_and_one_member() {
-    let env = start(BotAuth::Signed).await;
+    let env = Env::start(BotAuth::Signed).await;
     env.install_for(MEGAN).await;
     let token = env.bot_token().await;
     let conversation = env.open_conversation(Some(&token), MEGAN).await;
@@ -78,11 +78,11 @@ async fn personal_roster_and_one_member() {
 
 #[tokio::test]
 async fn team_roster_paged_members_and_team_details() {
-    let env = start(BotAuth::Signed).await;
+    let env = Env::start(BotAuth::Signed).await;
     env.install_in_team().await;
     let token = env.bot_token().await;
     let (team, general, other) = env.team();
-    let team_size = env.emu.state().world().tenants[0].teams[0].members.len();
+    let team_size = env.emu.team("mark8").expect("the team").members.len();
 
     for route in ["pagedmembers", "pagedMembers"] {
         let (status, page) = env
@@ -159,7 +159,7 @@ fn big_tenant() -> EmulatorConfig {
     );
     yaml.push_str("]\n");
     yaml.push_str(
-        "    apps:\n      - name: Bot\n        client_id: b0f1e2d3-c4b5-4a69-8788-99aabbccddee\n        client_secret: emulator-bot-secret\n        permissions: [TeamsAppInstallation.ReadWriteSelfForTeam.All, Chat.Read.All, User.Read.All]\n",
+        "    apps:\n      - name: Bot\n        client_id: b0f1e2d3-c4b5-4a69-8788-99aabbccddee\n        client_secret: emulator-bot-secret\n        permissions: [TeamsAppInstallation.ReadWriteSelfForTeam.All, Chat.Read.All, User.Read.All, AppCatalog.Read.All]\n",
     );
     yaml.push_str(
         "    catalog:\n      - name: Bot\n        manifest_id: d6a1c2b3-e4f5-4a6b-8c7d-0e1f2a3b4c5d\n        bot_id: b0f1e2d3-c4b5-4a69-8788-99aabbccddee\n",
@@ -169,9 +169,9 @@ fn big_tenant() -> EmulatorConfig {
 
 #[tokio::test]
 async fn page_size_is_clamped_and_continuation_walks_every_member() {
-    let env = start_with(BotAuth::None, big_tenant(), 200).await;
+    let env = Env::start_with(BotAuth::None, big_tenant(), 200).await;
     // install in the team through the tenant's own token endpoint
-    let tenant = env.emu.state().world().tenants[0].id;
+    let tenant = env.emu.team("everyone").expect("the team").tenant_id;
     let form = [
         ("grant_type", "client_credentials"),
         ("client_id", "b0f1e2d3-c4b5-4a69-8788-99aabbccddee"),
@@ -189,11 +189,14 @@ async fn page_size_is_clamped_and_continuation_walks_every_member() {
         .await
         .unwrap();
     let token = token["access_token"].as_str().expect("token");
-    let (team, general, catalog) = {
-        let world = env.emu.state().world();
-        let t = &world.tenants[0];
-        (t.teams[0].id, t.teams[0].thread_id.clone(), t.catalog[0].id)
-    };
+    let everyone = env.emu.team("everyone").expect("the team");
+    let (team, general) = (everyone.id, everyone.general_channel_id);
+    let catalog = env
+        .client
+        .with_token(token)
+        .catalog_app_id()
+        .await
+        .expect("the bot's catalog app");
     let (status, body) = env
         .call(
             Method::POST,

@@ -2,14 +2,14 @@
 //! paths and headers never give a 5xx (other than the intended 501), never kill the listener, and
 //! always answer within a deadline with the Connector's error envelope.
 
-mod support_connector;
+mod common;
 
+use common::*;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use reqwest::Method;
 use serde_json::{Map, Value, json};
 use std::time::Duration;
-use support_connector::*;
 use teams_emulator::BotAuth;
 
 const ANSWER_WITHIN: Duration = Duration::from_secs(5);
@@ -32,7 +32,7 @@ fn fixture(auth: BotAuth) -> Fixture {
         .expect("a runtime");
     let (env, token, ids, activity) = rt.block_on(async {
         // Hundreds of calls on one conversation: Teams' limits would answer most of them 429.
-        let env = start_without_throttling(auth).await;
+        let env = Env::start_without_throttling(auth).await;
         env.install_for(MEGAN).await;
         env.install_in_team().await;
         let token = env.bot_token().await;
@@ -49,7 +49,7 @@ fn fixture(auth: BotAuth) -> Fixture {
         let activity = sent["id"].as_str().expect("seed id").to_string();
         let ids = vec![
             conversation,
-            env.chat_id(MEGAN),
+            env.chat_id(MEGAN).await,
             general.clone(),
             other,
             format!("{general};messageid={activity}"),

@@ -1,12 +1,12 @@
 //! Activities the bot receives when it is installed, uninstalled, or a team changes: their order,
 //! their Teams shape, their signature, and what happens when the bot is not there to hear them.
 
-mod support_connector;
+mod common;
 
+use common::*;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use reqwest::Method;
 use serde_json::{Value, json};
-use support_connector::*;
 use teams_emulator::{BotAuth, Emulator, EmulatorConfig, defaults};
 
 fn header<'a>(r: &'a wiremock::Request, name: &str) -> Option<&'a str> {
@@ -52,7 +52,7 @@ fn assert_personal_envelope(env: &Env, a: &Value, upn: &str) {
 
 #[tokio::test]
 async fn personal_install_delivers_installation_update_then_conversation_update_signed() {
-    let env = start(BotAuth::Signed).await;
+    let env = Env::start(BotAuth::Signed).await;
     env.install_for(MEGAN).await;
     let requests = env.bot_requests().await;
     assert_eq!(requests.len(), 2, "two activities on install");
@@ -74,6 +74,24 @@ async fn personal_install_delivers_installation_update_then_conversation_update_
         assert_personal_envelope(&env, a, MEGAN);
     }
     assert_eq!(install["conversation"]["id"], update["conversation"]["id"]);
+    // the whole of both, as Teams shapes them
+    let megan = env.emu.user(MEGAN).expect("megan");
+    let expected = fixture(
+        "activities/personal-install.json",
+        &[
+            ("serviceUrl", env.emu.service_url()),
+            ("tenantId", defaults::TENANT_ID.to_string()),
+            ("bot.mri", bot_mri()),
+            ("user.mri", megan.mri),
+            ("user.id", megan.id.to_string()),
+            ("user.name", megan.display_name),
+            (
+                "conversation",
+                install["conversation"]["id"].as_str().unwrap().to_string(),
+            ),
+        ],
+    );
+    assert_json_matches(&expected, &Value::Array(activities.clone()));
 
     // the signature: fetch the metadata, then the key by kid
     let metadata: Value = env
@@ -152,7 +170,7 @@ async fn personal_install_delivers_installation_update_then_conversation_update_
 
 #[tokio::test]
 async fn unsigned_mode_sends_no_authorization_header() {
-    let env = start(BotAuth::None).await;
+    let env = Env::start(BotAuth::None).await;
     env.install_for(MEGAN).await;
     let requests = env.bot_requests().await;
     assert_eq!(requests.len(), 2);
@@ -173,7 +191,7 @@ async fn unsigned_mode_sends_no_authorization_header() {
 
 #[tokio::test]
 async fn uninstall_delivers_installation_update_remove() {
-    let env = start(BotAuth::Signed).await;
+    let env = Env::start(BotAuth::Signed).await;
     env.install_for(MEGAN).await;
     env.uninstall_for(MEGAN).await;
     let activities = env.bot_activities().await;
@@ -190,7 +208,7 @@ async fn uninstall_delivers_installation_update_remove() {
 
 #[tokio::test]
 async fn team_install_delivers_team_member_added_in_general() {
-    let env = start(BotAuth::Signed).await;
+    let env = Env::start(BotAuth::Signed).await;
     env.install_in_team().await;
     let (team, general, _) = env.team();
     let activities = env.bot_activities().await;
@@ -224,11 +242,29 @@ async fn team_install_delivers_team_member_added_in_general() {
     assert_eq!(install["action"], "add");
     // installationUpdate comes first, as on a personal install
     assert_eq!(activities[0]["type"], "installationUpdate");
+    // the whole of both, as Teams shapes them, from the team's owner
+    let mark8 = env.emu.team("mark8").expect("the team");
+    let owner = env.emu.user(MEGAN).expect("megan owns the team");
+    let expected = fixture(
+        "activities/team-install.json",
+        &[
+            ("serviceUrl", env.emu.service_url()),
+            ("tenantId", defaults::TENANT_ID.to_string()),
+            ("bot.mri", bot_mri()),
+            ("owner.mri", owner.mri),
+            ("owner.id", owner.id.to_string()),
+            ("owner.name", owner.display_name),
+            ("team.id", mark8.id.to_string()),
+            ("team.thread", mark8.general_channel_id),
+            ("team.name", mark8.display_name),
+        ],
+    );
+    assert_json_matches(&expected, &Value::Array(activities.clone()));
 }
 
 #[tokio::test]
 async fn control_api_member_joins_team_and_the_bot_hears_it() {
-    let env = start(BotAuth::None).await;
+    let env = Env::start(BotAuth::None).await;
     env.install_in_team().await;
     let before = env.bot_activities().await.len();
     let (status, body) = env
@@ -270,11 +306,7 @@ async fn a_bot_that_is_down_is_a_failed_delivery_record() {
         .start()
         .await
         .unwrap();
-    let env = Env {
-        emu,
-        bot: fake_bot(200).await,
-        http: client(),
-    };
+    let env = Env::new(emu, fake_bot(200).await);
     env.install_for(MEGAN).await;
     let records = env.deliveries().await;
     assert_eq!(records.len(), 2, "{records:#?}");
@@ -291,7 +323,7 @@ async fn a_bot_that_is_down_is_a_failed_delivery_record() {
 
 #[tokio::test]
 async fn a_bot_that_answers_500_is_a_failed_delivery_record() {
-    let env = start_with(BotAuth::Signed, EmulatorConfig::default_tenant(), 500).await;
+    let env = Env::start_with(BotAuth::Signed, EmulatorConfig::default_tenant(), 500).await;
     env.install_for(MEGAN).await;
     let records = env.deliveries().await;
     assert_eq!(records.len(), 2);
@@ -303,17 +335,17 @@ async fn a_bot_that_answers_500_is_a_failed_delivery_record() {
             "{r}"
         );
     }
-    // the records also come from the state directly
-    let state = env.emu.state().delivery.records();
-    assert_eq!(state.len(), 2);
-    assert!(state.iter().all(|r| !r.ok && r.status == Some(500)));
+    // the records also come from the handle directly
+    let records = env.emu.deliveries();
+    assert_eq!(records.len(), 2);
+    assert!(records.iter().all(|r| !r.ok && r.status == Some(500)));
 }
 
 #[tokio::test]
 async fn first_install_only_skips_conversation_update_on_reinstall() {
     let mut config = EmulatorConfig::default_tenant();
     config.behaviour.conversation_update_first_install_only = true;
-    let env = start_with(BotAuth::None, config, 200).await;
+    let env = Env::start_with(BotAuth::None, config, 200).await;
     env.install_for(MEGAN).await;
     env.uninstall_for(MEGAN).await;
     env.install_for(MEGAN).await;
@@ -342,7 +374,7 @@ async fn first_install_only_skips_conversation_update_on_reinstall() {
 
 #[tokio::test]
 async fn by_default_reinstall_brings_conversation_update_again() {
-    let env = start(BotAuth::None).await;
+    let env = Env::start(BotAuth::None).await;
     env.install_for(MEGAN).await;
     env.uninstall_for(MEGAN).await;
     env.install_for(MEGAN).await;
@@ -355,27 +387,24 @@ async fn by_default_reinstall_brings_conversation_update_again() {
 }
 
 #[tokio::test]
-async fn settle_and_records_from_the_state() {
-    let env = start(BotAuth::None).await;
+async fn settle_and_records_from_the_handle() {
+    let env = Env::start(BotAuth::None).await;
     env.install_for(ADELE).await;
-    assert!(
-        env.emu
-            .state()
-            .delivery
-            .settle(std::time::Duration::from_secs(5))
-            .await
-    );
-    let records = env.emu.state().delivery.records();
+    assert!(env.emu.settle(std::time::Duration::from_secs(5)).await);
+    let records = env.emu.deliveries();
     assert_eq!(records.len(), 2);
     assert!(records.iter().all(|r| r.ok));
     assert!(records[0].seq < records[1].seq);
-    let transcript = env.emu.state().delivery.transcript();
+    let transcript = env.emu.transcript();
     assert_eq!(transcript.len(), 2);
+    let received = env.emu.received_activities();
+    assert_eq!(received.len(), 2);
+    assert_eq!(received[0], records[0].activity);
 }
 
 #[tokio::test]
 async fn team_uninstall_delivers_remove_and_the_channel_refuses_the_bot() {
-    let env = start(BotAuth::Signed).await;
+    let env = Env::start(BotAuth::Signed).await;
     env.install_in_team().await;
     let before = env.bot_activities().await.len();
     let (team, general, _) = env.team();
@@ -391,7 +420,7 @@ async fn team_uninstall_delivers_remove_and_the_channel_refuses_the_bot() {
         )
         .await;
     assert_eq!(status.as_u16(), 200, "{list}");
-    let catalog = env.catalog_id().to_string();
+    let catalog = env.catalog_id().await;
     let id = list["value"]
         .as_array()
         .unwrap()

@@ -1,11 +1,11 @@
 //! Users talking to the bot: in the 1:1 chat and in channels with @mentions, through Graph with a
 //! delegated token and through the control API; and the transcript of both directions.
 
-mod support_connector;
+mod common;
 
+use common::*;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use support_connector::*;
 use teams_emulator::{BotAuth, defaults};
 
 fn messages(activities: &[Value]) -> Vec<&Value> {
@@ -17,9 +17,9 @@ fn messages(activities: &[Value]) -> Vec<&Value> {
 
 #[tokio::test]
 async fn a_user_writes_in_the_chat_and_the_bot_hears_it() {
-    let env = start(BotAuth::Signed).await;
+    let env = Env::start(BotAuth::Signed).await;
     env.install_for(MEGAN).await;
-    let chat = env.chat_id(MEGAN);
+    let chat = env.chat_id(MEGAN).await;
     let token = env.user_token(MEGAN).await;
     let (status, sent) = env
         .call(
@@ -72,9 +72,9 @@ async fn a_user_writes_in_the_chat_and_the_bot_hears_it() {
 
 #[tokio::test]
 async fn app_only_tokens_cannot_send_as_a_user() {
-    let env = start(BotAuth::None).await;
+    let env = Env::start(BotAuth::None).await;
     env.install_for(MEGAN).await;
-    let chat = env.chat_id(MEGAN);
+    let chat = env.chat_id(MEGAN).await;
     let token = env.app_token().await;
     let (status, body) = env
         .call(
@@ -103,7 +103,7 @@ async fn app_only_tokens_cannot_send_as_a_user() {
 
 #[tokio::test]
 async fn a_channel_message_reaches_the_bot_only_when_it_is_mentioned() {
-    let env = start(BotAuth::Signed).await;
+    let env = Env::start(BotAuth::Signed).await;
     env.install_in_team().await;
     let before = env.bot_activities().await.len();
     let (team, general, _) = env.team();
@@ -206,7 +206,7 @@ async fn a_channel_message_reaches_the_bot_only_when_it_is_mentioned() {
 
 #[tokio::test]
 async fn the_control_api_writes_as_users_without_a_token() {
-    let env = start(BotAuth::None).await;
+    let env = Env::start(BotAuth::None).await;
     env.install_for(MEGAN).await;
     env.install_in_team().await;
     let before = env.bot_activities().await.len();
@@ -280,7 +280,7 @@ async fn the_control_api_writes_as_users_without_a_token() {
 
 #[tokio::test]
 async fn the_transcript_has_both_directions_in_order() {
-    let env = start(BotAuth::Signed).await;
+    let env = Env::start(BotAuth::Signed).await;
     env.install_for(MEGAN).await;
     let token = env.bot_token().await;
     let conversation = env.open_conversation(Some(&token), MEGAN).await;
@@ -325,7 +325,7 @@ async fn the_transcript_has_both_directions_in_order() {
             Method::DELETE,
             &env.connector_url(&format!(
                 "conversations/{}/activities/{}",
-                env.chat_id(MEGAN),
+                env.chat_id(MEGAN).await,
                 first["id"].as_str().unwrap()
             )),
             Some(&token),

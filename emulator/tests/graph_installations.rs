@@ -257,7 +257,7 @@ async fn install_errors_follow_graph() {
         .await
         .expect_graph_error(404, "NotFound");
 
-    let malformed = Answer::read(
+    let malformed = read(
         client()
             .post(&installs)
             .bearer_auth(&token)
@@ -269,7 +269,7 @@ async fn install_errors_follow_graph() {
     )
     .await;
     malformed.expect_graph_error(400, "BadRequest");
-    let empty = Answer::read(
+    let empty = read(
         client()
             .post(&installs)
             .bearer_auth(&token)

@@ -77,7 +77,7 @@ impl Env {
                 let response = request.send().await.unwrap_or_else(|e| {
                     panic!("{what}: no HTTP answer (did a handler panic?): {e}")
                 });
-                Answer::read(response).await
+                read(response).await
             })
             .await
             .unwrap_or_else(|_| panic!("{what}: no answer within {DEADLINE:?}"))

@@ -24,7 +24,7 @@ async fn graph_refuses_missing_and_malformed_tokens() {
         "Bearer not.a.jwt",
         "Bearer a.b.c",
     ] {
-        let answer = Answer::read(
+        let answer = read(
             client()
                 .get(&url)
                 .header("authorization", header)
@@ -203,7 +203,7 @@ async fn every_answer_carries_request_ids_and_errors_carry_inner_error() {
             .header("client-request-id", &client_request_id)
     };
 
-    let ok = Answer::read(
+    let ok = read(
         request(format!("{}/users", emu.graph_url()))
             .send()
             .await
@@ -224,7 +224,7 @@ async fn every_answer_carries_request_ids_and_errors_carry_inner_error() {
         "https://graph.microsoft.com/v1.0/$metadata#users"
     );
 
-    let error = Answer::read(
+    let error = read(
         request(format!("{}/users/{}", emu.graph_url(), upn("nobody")))
             .send()
             .await

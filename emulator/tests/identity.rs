@@ -126,7 +126,7 @@ async fn a_user_signs_in_with_the_password_grant_and_gets_delegated_scopes() {
             ("password", password.to_string()),
         ]
     };
-    let answer = Answer::read(
+    let answer = read(
         client()
             .post(&url)
             .form(&form(defaults::USER_PASSWORD))
@@ -147,7 +147,7 @@ async fn a_user_signs_in_with_the_password_grant_and_gets_delegated_scopes() {
     );
     assert!(claims.get("roles").is_none(), "{claims}");
 
-    let answer = Answer::read(
+    let answer = read(
         client()
             .post(&url)
             .form(&form("wrong"))
@@ -160,7 +160,7 @@ async fn a_user_signs_in_with_the_password_grant_and_gets_delegated_scopes() {
 
     let mut unknown_user = form(defaults::USER_PASSWORD);
     unknown_user[3].1 = upn("nobody");
-    let answer = Answer::read(
+    let answer = read(
         client()
             .post(&url)
             .form(&unknown_user)
@@ -196,7 +196,7 @@ async fn entra_discovery_documents_point_back_at_the_emulator() {
     let emu = start().await;
     let http = client();
     let tid = defaults::TENANT_ID;
-    let config = Answer::read(
+    let config = read(
         http.get(format!(
             "{}/{tid}/v2.0/.well-known/openid-configuration",
             emu.url()
@@ -217,7 +217,7 @@ async fn entra_discovery_documents_point_back_at_the_emulator() {
             .contains(&tid.to_string())
     );
 
-    let keys = Answer::read(http.get(jwks_uri).send().await.unwrap()).await;
+    let keys = read(http.get(jwks_uri).send().await.unwrap()).await;
     let keys = keys.expect(200)["keys"].as_array().expect("keys").clone();
     assert!(!keys.is_empty());
     assert!(
@@ -225,7 +225,7 @@ async fn entra_discovery_documents_point_back_at_the_emulator() {
             .all(|k| k["kty"] == "RSA" && k["kid"].is_string())
     );
 
-    let unknown = Answer::read(
+    let unknown = read(
         http.get(format!(
             "{}/{}/v2.0/.well-known/openid-configuration",
             emu.url(),
@@ -238,7 +238,7 @@ async fn entra_discovery_documents_point_back_at_the_emulator() {
     .await;
     assert_eq!(unknown.status, 400, "{}", unknown.text);
 
-    let instance = Answer::read(
+    let instance = read(
         http.get(format!(
             "{}/common/discovery/instance?api-version=1.1&authorization_endpoint=x",
             emu.url()
@@ -258,7 +258,7 @@ async fn entra_discovery_documents_point_back_at_the_emulator() {
     assert!(instance["metadata"].is_array());
     // MSAL follows the tenant discovery endpoint it is given.
     let discovery = instance["tenant_discovery_endpoint"].as_str().unwrap();
-    let common = Answer::read(http.get(discovery).send().await.unwrap()).await;
+    let common = read(http.get(discovery).send().await.unwrap()).await;
     assert!(
         common.expect(200)["token_endpoint"].is_string(),
         "{}",
@@ -267,7 +267,7 @@ async fn entra_discovery_documents_point_back_at_the_emulator() {
 }
 
 async fn channel_keys(emu: &teams_emulator::EmulatorHandle) -> Vec<Value> {
-    let answer = Answer::read(
+    let answer = read(
         client()
             .get(format!("{}/v1/.well-known/keys", emu.url()))
             .send()
@@ -281,7 +281,7 @@ async fn channel_keys(emu: &teams_emulator::EmulatorHandle) -> Vec<Value> {
 #[tokio::test]
 async fn the_channel_key_set_is_endorsed_for_teams_and_stable_across_restarts() {
     let emu = start().await;
-    let config = Answer::read(client().get(emu.channel_openid_url()).send().await.unwrap()).await;
+    let config = read(client().get(emu.channel_openid_url()).send().await.unwrap()).await;
     let config = config.expect(200);
     assert_eq!(config["issuer"], "https://api.botframework.com");
     assert_eq!(
@@ -320,7 +320,7 @@ async fn issued_tokens_verify_with_the_served_keys() {
     assert_eq!(header.alg, Algorithm::RS256);
     let kid = header.kid.expect("a kid");
 
-    let keys = Answer::read(
+    let keys = read(
         client()
             .get(format!(
                 "{}/{}/discovery/v2.0/keys",

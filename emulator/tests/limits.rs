@@ -1,10 +1,10 @@
 //! Teams' throttling and injected faults, as a bot sees them over HTTP.
 
-mod support_connector;
+mod common;
 
+use common::*;
 use reqwest::Method;
 use serde_json::{Value, json};
-use support_connector::*;
 use teams_emulator::BotAuth;
 
 const MEGAN: &str = "megan@contoso.onmicrosoft.com";
@@ -25,7 +25,7 @@ async fn send(env: &Env, token: &str, conversation: &str, text: &str) -> reqwest
 #[tokio::test]
 async fn the_eighth_message_in_a_second_to_one_chat_is_throttled_with_retry_after() {
     // The clock stands still, so every call falls in the same second however slow the machine.
-    let env = start_on_manual_clock(BotAuth::Signed).await;
+    let env = Env::start_on_manual_clock(BotAuth::Signed).await;
     env.install_for(MEGAN).await;
     let token = env.bot_token().await;
     let conversation = env.open_conversation(Some(&token), MEGAN).await;
@@ -69,7 +69,7 @@ async fn the_eighth_message_in_a_second_to_one_chat_is_throttled_with_retry_afte
 
 #[tokio::test]
 async fn an_injected_fault_fires_then_an_early_retry_is_refused_and_recorded() {
-    let env = start_on_manual_clock(BotAuth::Signed).await;
+    let env = Env::start_on_manual_clock(BotAuth::Signed).await;
     env.install_for(MEGAN).await;
     let token = env.bot_token().await;
     let conversation = env.open_conversation(Some(&token), MEGAN).await;
@@ -78,7 +78,7 @@ async fn an_injected_fault_fires_then_an_early_retry_is_refused_and_recorded() {
             Method::POST,
             &env.url("/_emulator/faults"),
             None,
-            Some(json!({"operation": "send", "status": 429, "retry_after": 30, "times": 1, "about": env.chat_id(MEGAN)})),
+            Some(json!({"operation": "send", "status": 429, "retry_after": 30, "times": 1, "about": env.chat_id(MEGAN).await})),
         )
         .await;
     assert_eq!(status, 201);
@@ -126,7 +126,7 @@ async fn an_injected_fault_fires_then_an_early_retry_is_refused_and_recorded() {
 
 #[tokio::test]
 async fn graph_install_faults_answer_in_graphs_envelope() {
-    let env = start(BotAuth::Signed).await;
+    let env = Env::start(BotAuth::Signed).await;
     let user = env.user_id(MEGAN).to_string();
     env.call(
         Method::POST,
@@ -147,7 +147,7 @@ async fn graph_install_faults_answer_in_graphs_envelope() {
 
 #[tokio::test]
 async fn reset_forgets_installs_messages_deliveries_and_faults() {
-    let env = start(BotAuth::Signed).await;
+    let env = Env::start(BotAuth::Signed).await;
     env.install_for(MEGAN).await;
     env.wait_for_activities(2).await;
     let (added, _) = env
@@ -196,7 +196,7 @@ async fn reset_forgets_installs_messages_deliveries_and_faults() {
 
 #[tokio::test]
 async fn the_inspector_page_is_served() {
-    let env = start(BotAuth::None).await;
+    let env = Env::start(BotAuth::None).await;
     let page = reqwest::get(env.url("/_emulator/inspector"))
         .await
         .expect("inspector");
@@ -217,7 +217,7 @@ async fn the_inspector_page_is_served() {
 
 #[tokio::test]
 async fn a_fault_names_its_user_or_conversation_any_way_the_bot_does() {
-    let env = start(BotAuth::Signed).await;
+    let env = Env::start(BotAuth::Signed).await;
     env.install_for(MEGAN).await;
     let token = env.bot_token().await;
     let conversation = env.open_conversation(Some(&token), MEGAN).await;
@@ -235,7 +235,7 @@ async fn a_fault_names_its_user_or_conversation_any_way_the_bot_does() {
     }
     assert_eq!(send(&env, &token, &conversation, "one").await.status(), 502);
     assert_eq!(
-        send(&env, &token, &env.chat_id(MEGAN), "two")
+        send(&env, &token, &env.chat_id(MEGAN).await, "two")
             .await
             .status(),
         502

@@ -69,6 +69,14 @@ async fn a_client_that_trusts_the_local_authority_talks_https() {
         "{openid}"
     );
 
+    // The emulator's own client trusts the authority it serves with.
+    let listed = emulator
+        .client()
+        .graph_list("users")
+        .await
+        .expect("Graph over https through the emulator's client");
+    assert!(listed.len() >= 5, "{listed:?}");
+
     // A client that does not trust the authority cannot connect.
     let untrusting = reqwest::Client::new();
     assert!(
