@@ -7,6 +7,7 @@
 //! - [`run`]: one fresh emulator and bot per scenario, the steps, the outcome.
 //! - `bot`: the bot under test (reference bot or command), its environment, start and stop.
 //! - `act`, `expect`: the two kinds of steps: acts change the world, expectations wait and check.
+//! - `queries`: every question the runner and the checks ask of the emulated tenant.
 //! - [`report`]: terminal summary, JUnit XML, `.transcript` files.
 
 mod act;
@@ -14,6 +15,7 @@ mod bot;
 mod expect;
 pub mod matching;
 pub mod model;
+mod queries;
 pub mod report;
 pub mod run;
 
@@ -181,15 +183,14 @@ struct Checker<'a> {
 
 impl Checker<'_> {
     fn tenant(&self) -> &crate::tenant::Tenant {
-        &self.world.tenants[0]
+        queries::scenario_tenant(self.world)
     }
 
     fn user(&self, handle: &str) -> Result<(), String> {
         if handle.contains("${") {
             return matching::check_references(handle, self.tenant());
         }
-        self.tenant()
-            .user_by_handle(handle)
+        queries::user(self.tenant(), handle)
             .map(|_| ())
             .map_err(|_| {
                 format!(
@@ -201,21 +202,15 @@ impl Checker<'_> {
     }
 
     fn user_keys(&self) -> String {
-        self.tenant()
-            .users
-            .iter()
-            .map(|u| u.key.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
+        queries::user_keys(self.tenant()).join(", ")
     }
 
     fn team(&self, handle: &str) -> Result<&crate::tenant::Team, String> {
-        self.tenant().team_by_handle(handle).map_err(|_| {
-            let keys: Vec<&str> = self.tenant().teams.iter().map(|t| t.key.as_str()).collect();
+        queries::team(self.tenant(), handle).map_err(|_| {
             format!(
                 "no team '{handle}' in tenant '{}' (teams: {})",
                 self.tenant().display_name,
-                keys.join(", ")
+                queries::team_keys(self.tenant()).join(", ")
             )
         })
     }
@@ -223,15 +218,10 @@ impl Checker<'_> {
     fn channel(&self, team: &str, channel: Option<&str>) -> Result<(), String> {
         let t = self.team(team)?;
         match channel {
-            None => Ok(()),
-            Some(c)
-                if t.channels
-                    .iter()
-                    .any(|x| x.id == c || x.display_name.eq_ignore_ascii_case(c)) =>
-            {
-                Ok(())
+            Some(c) if queries::channel(t, Some(c)).is_none() => {
+                Err(format!("no channel '{c}' in team '{}'", t.display_name))
             }
-            Some(c) => Err(format!("no channel '{c}' in team '{}'", t.display_name)),
+            _ => Ok(()),
         }
     }
 
