@@ -6,6 +6,7 @@ use super::matching::{interpolate_value, parse_duration, partial_match};
 use super::model::{Actor, HttpStep, InstallStep, MemberStep, PostStep, SayStep, UserStep};
 use super::queries::{self, administrator, app_secret, chat_with_bot, scenario_tenant};
 use super::run::{Failure, Run};
+use crate::limits::{Fault, Target};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -168,43 +169,25 @@ impl Run<'_> {
             .ok_or_else(|| Failure::plain("the bot's app is not in the catalog"))
     }
 
-    /// Queues a fault, naming what it is about as the limits know it.
-    pub(super) fn fault(&mut self, f: &super::model::FaultStep) -> Result<(), Failure> {
-        use crate::limits::Operation;
-        let connector = matches!(f.operation, Operation::Send | Operation::Roster);
-        let about = {
-            let world = self.emulator.state().world();
-            let t = scenario_tenant(&world);
-            match (&f.user, &f.team) {
-                (Some(u), _) => {
-                    let user = queries::user(t, &self.text(u)?).map_err(Failure::plain)?;
-                    Some(if connector {
-                        crate::ids::one_on_one_chat_id(self.bot.app_id, user.id)
-                    } else {
-                        user.id.to_string()
-                    })
-                }
-                (None, Some(team)) => {
-                    let team = queries::team(t, &self.text(team)?).map_err(Failure::plain)?;
-                    Some(if connector {
-                        team.thread_id.clone()
-                    } else {
-                        team.id.to_string()
-                    })
-                }
-                (None, None) => None,
-            }
+    /// Queues a fault, its target's `${…}` filled in, named as the limits know it.
+    pub(super) fn fault(&mut self, f: &Fault) -> Result<(), Failure> {
+        let target = match &f.target {
+            Target::Any => Target::Any,
+            Target::About(handle) => Target::About(self.text(handle)?),
+            Target::User(user) => Target::User(self.text(user)?),
+            Target::Team { team, channel } => Target::Team {
+                team: self.text(team)?,
+                channel: channel.as_deref().map(|c| self.text(c)).transpose()?,
+            },
+            Target::Conversation(id) => Target::Conversation(self.text(id)?),
         };
-        let spec = crate::limits::FaultSpec {
-            operation: f.operation,
-            status: f.status,
-            code: f.code.clone(),
-            message: f.message.clone(),
-            retry_after: f.retry_after,
-            times: f.times,
-            probability: f.probability,
-            about,
+        let fault = Fault {
+            target,
+            ..f.clone()
         };
+        let spec = fault
+            .resolve(&self.emulator.state().world())
+            .map_err(Failure::plain)?;
         self.emulator
             .state()
             .limits

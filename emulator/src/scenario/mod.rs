@@ -21,6 +21,7 @@ pub mod run;
 
 use crate::clock::Clock;
 use crate::config::EmulatorConfig;
+use crate::limits::Target;
 use model::{ScenarioFile, Step};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -315,22 +316,15 @@ impl Checker<'_> {
             }
             Step::ExpectActivity(a) => self.duration("within", &a.within),
             Step::Fault(f) => {
-                let spec = crate::limits::FaultSpec {
-                    operation: f.operation,
-                    status: f.status,
-                    code: f.code.clone(),
-                    message: f.message.clone(),
-                    retry_after: f.retry_after,
-                    times: f.times,
-                    probability: f.probability,
-                    about: None,
-                };
-                spec.check()?;
-                match (&f.user, &f.team) {
-                    (Some(u), None) => self.user(u),
-                    (None, Some(t)) => self.team(t).map(|_| ()),
-                    (None, None) => Ok(()),
-                    (Some(_), Some(_)) => Err("give 'user' or 'team', not both".into()),
+                f.check()?;
+                match &f.target {
+                    Target::Any => Ok(()),
+                    Target::User(u) => self.user(u),
+                    Target::Team { team, channel } => self.channel(team, channel.as_deref()),
+                    // a conversation may only exist once the scenario has run a while
+                    Target::About(h) | Target::Conversation(h) => {
+                        matching::check_references(h, self.tenant())
+                    }
                 }
             }
             Step::ExpectFault(e) => self.duration("within", &e.within),
@@ -381,5 +375,38 @@ mod tests {
         let e = check("name: x\nsteps:\n  - call_bot: {path: '/x/${users.bob.id}'}\n").unwrap_err();
         assert!(e.reason.contains("bob"), "{e}");
         assert!(check("name: x\nsteps: []\n").is_err());
+    }
+
+    #[test]
+    fn fault_steps_name_one_target_that_exists() {
+        let ok = "name: x\nsteps:\n  - install: {user: megan}\n  - fault: ";
+        for good in [
+            "{operation: send, status: 429, retry_after: 2, user: megan}",
+            "{operation: send, status: 502, team: mark8, channel: Research and Development}",
+            "{operation: graph_install, status: 503, probability: 0.3}",
+            "{operation: send, status: 503, about: '${users.megan.id}'}",
+        ] {
+            check(&format!("{ok}{good}\n")).unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
+        for (bad, reason) in [
+            ("{operation: send, status: 500, user: bob}", "no user 'bob'"),
+            (
+                "{operation: send, status: 500, user: megan, team: mark8}",
+                "not both 'user' and 'team'",
+            ),
+            (
+                "{operation: send, status: 500, team: mark8, channel: Random}",
+                "no channel 'Random'",
+            ),
+            (
+                "{operation: graph_read, status: 500, conversation: 'a:1'}",
+                "narrows Connector faults",
+            ),
+            ("{operation: send, status: 200}", "not an error status"),
+        ] {
+            let e = check(&format!("{ok}{bad}\n")).unwrap_err();
+            assert_eq!(e.line, Some(4), "{bad}: {e}");
+            assert!(e.reason.contains(reason), "{bad}: {e}");
+        }
     }
 }
