@@ -4,7 +4,9 @@
 use super::expect::truncate;
 use super::matching::{interpolate_value, parse_duration, partial_match};
 use super::model::{Actor, HttpStep, InstallStep, MemberStep, PostStep, SayStep, UserStep};
+use super::queries::{self, administrator, app_secret, chat_with_bot, scenario_tenant};
 use super::run::{Failure, Run};
+use crate::limits::{Fault, Target};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -88,17 +90,11 @@ impl Run<'_> {
         }
         let (tenant, secret, admin) = {
             let world = self.emulator.state().world();
-            let t = &world.tenants[0];
-            let secret = t
-                .registration(self.bot.app_id)
-                .map(|r| r.client_secret.clone())
-                .unwrap_or_default();
-            let admin = t
-                .users
-                .iter()
-                .find(|u| u.admin)
-                .map(|u| (u.user_principal_name.clone(), u.password.clone()));
-            (t.id, secret, admin)
+            let t = scenario_tenant(&world);
+            let secret = app_secret(t, self.bot.app_id)
+                .unwrap_or_default()
+                .to_string();
+            (t.id, secret, administrator(t))
         };
         let app_id = self.bot.app_id.to_string();
         let mut form = vec![
@@ -173,47 +169,25 @@ impl Run<'_> {
             .ok_or_else(|| Failure::plain("the bot's app is not in the catalog"))
     }
 
-    /// Queues a fault, naming what it is about as the limits know it.
-    pub(super) fn fault(&mut self, f: &super::model::FaultStep) -> Result<(), Failure> {
-        use crate::limits::Operation;
-        let connector = matches!(f.operation, Operation::Send | Operation::Roster);
-        let about = {
-            let world = self.emulator.state().world();
-            let t = &world.tenants[0];
-            match (&f.user, &f.team) {
-                (Some(u), _) => {
-                    let user = t
-                        .user_by_handle(&self.text(u)?)
-                        .map_err(|e| Failure::plain(e.to_string()))?;
-                    Some(if connector {
-                        crate::ids::one_on_one_chat_id(self.bot.app_id, user.id)
-                    } else {
-                        user.id.to_string()
-                    })
-                }
-                (None, Some(team)) => {
-                    let team = t
-                        .team_by_handle(&self.text(team)?)
-                        .map_err(|e| Failure::plain(e.to_string()))?;
-                    Some(if connector {
-                        team.thread_id.clone()
-                    } else {
-                        team.id.to_string()
-                    })
-                }
-                (None, None) => None,
-            }
+    /// Queues a fault, its target's `${…}` filled in, named as the limits know it.
+    pub(super) fn fault(&mut self, f: &Fault) -> Result<(), Failure> {
+        let target = match &f.target {
+            Target::Any => Target::Any,
+            Target::About(handle) => Target::About(self.text(handle)?),
+            Target::User(user) => Target::User(self.text(user)?),
+            Target::Team { team, channel } => Target::Team {
+                team: self.text(team)?,
+                channel: channel.as_deref().map(|c| self.text(c)).transpose()?,
+            },
+            Target::Conversation(id) => Target::Conversation(self.text(id)?),
         };
-        let spec = crate::limits::FaultSpec {
-            operation: f.operation,
-            status: f.status,
-            code: f.code.clone(),
-            message: f.message.clone(),
-            retry_after: f.retry_after,
-            times: f.times,
-            probability: f.probability,
-            about,
+        let fault = Fault {
+            target,
+            ..f.clone()
         };
+        let spec = fault
+            .resolve(&self.emulator.state().world())
+            .map_err(Failure::plain)?;
         self.emulator
             .state()
             .limits
@@ -251,10 +225,9 @@ impl Run<'_> {
         let (what, collection, default_status) = match (&s.user, &s.team) {
             (Some(u), _) => {
                 let u = self.text(u)?;
-                let id = self.emulator.state().world().tenants[0]
-                    .user_by_handle(&u)
+                let id = queries::user(scenario_tenant(&self.emulator.state().world()), &u)
                     .map(|x| x.id.to_string())
-                    .map_err(|e| Failure::plain(e.to_string()))?;
+                    .map_err(Failure::plain)?;
                 (
                     format!("user {u}"),
                     format!("{graph}/users/{id}/teamwork/installedApps"),
@@ -263,10 +236,9 @@ impl Run<'_> {
             }
             (None, Some(t)) => {
                 let t = self.text(t)?;
-                let id = self.emulator.state().world().tenants[0]
-                    .team_by_handle(&t)
+                let id = queries::team(scenario_tenant(&self.emulator.state().world()), &t)
                     .map(|x| x.id.to_string())
-                    .map_err(|e| Failure::plain(e.to_string()))?;
+                    .map_err(Failure::plain)?;
                 (
                     format!("team {t}"),
                     format!("{graph}/teams/{id}/installedApps"),
@@ -312,12 +284,9 @@ impl Run<'_> {
         let mut last = json!({"status": status, "body": body});
         if let Some(u) = &s.user {
             let world = self.emulator.state().world();
-            let t = &world.tenants[0];
-            if let Ok(user) = t.user_by_handle(&self.text(u)?)
-                && let Some(chat) = t
-                    .chats
-                    .iter()
-                    .find(|c| c.user == user.id && c.bot == self.bot.app_id)
+            let t = scenario_tenant(&world);
+            if let Ok(user) = queries::user(t, &self.text(u)?)
+                && let Some(chat) = chat_with_bot(t, user.id, self.bot.app_id)
             {
                 last["chat_id"] = json!(chat.id);
                 last["conversation_id"] = json!(chat.conversation_id);

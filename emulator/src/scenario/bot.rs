@@ -5,6 +5,9 @@
 use super::Scenario;
 use super::expect::POLL_EVERY;
 use super::matching::parse_duration;
+use super::queries::{
+    app_secret, bot_app_id, catalog_app, manifest_id, scenario_tenant, set_messaging_endpoint,
+};
 use super::run::RunOptions;
 use crate::emulator::EmulatorHandle;
 use crate::state::BotAuth;
@@ -57,10 +60,7 @@ impl BotUnderTest {
     ) -> Result<Self, String> {
         let app_id = {
             let world = emulator.state().world();
-            world.tenants[0]
-                .catalog
-                .iter()
-                .find_map(|a| a.bot_id)
+            bot_app_id(scenario_tenant(&world))
                 .ok_or("the tenant's catalog has no app with a bot")?
         };
         let command = options
@@ -81,9 +81,7 @@ impl BotUnderTest {
             }
             None => Self::start_reference(emulator, auth, app_id).await?,
         };
-        let mut world = emulator.state().world();
-        world.set_messaging_endpoint(app_id, &bot.endpoint);
-        drop(world);
+        set_messaging_endpoint(&mut emulator.state().world(), app_id, &bot.endpoint);
         Ok(bot)
     }
 
@@ -102,13 +100,13 @@ impl BotUnderTest {
         // The scenario's tenant and app, which need not be the default ones.
         {
             let world = emulator.state().world();
-            let tenant = &world.tenants[0];
+            let tenant = scenario_tenant(&world);
             config.tenant_id = tenant.id.to_string();
-            if let Some(app) = tenant.catalog.iter().find(|a| a.bot_id == Some(app_id)) {
+            if let Some(app) = catalog_app(tenant, app_id) {
                 config.manifest_id = app.external_id.to_string();
             }
-            if let Some(r) = tenant.registration(app_id) {
-                config.app_password = r.client_secret.clone();
+            if let Some(secret) = app_secret(tenant, app_id) {
+                config.app_password = secret.to_string();
             }
         }
         config.app_id = if auth == BotAuth::None {
@@ -159,14 +157,12 @@ impl BotUnderTest {
             Some(e) if e.starts_with('/') => format!("{url}{e}"),
             Some(e) => e.replace("${bot.port}", &port.to_string()),
         };
-        let secret = {
+        let (secret, tenant) = {
             let world = emulator.state().world();
-            world.tenants[0]
-                .registration(app_id)
-                .map(|r| r.client_secret.clone())
-                .unwrap_or_default()
+            let tenant = scenario_tenant(&world);
+            let secret = app_secret(tenant, app_id).unwrap_or_default().to_string();
+            (secret, tenant.id)
         };
-        let tenant = emulator.state().world().tenants[0].id;
         let base = scenario.file.parent().unwrap_or(Path::new("."));
         let cwd = scenario
             .spec
@@ -354,16 +350,7 @@ pub fn bot_environment(
     let base = emulator.url();
     let openid = emulator.channel_openid_url();
     let signed = auth == BotAuth::Signed;
-    let manifest = {
-        let world = emulator.state().world();
-        world
-            .tenants
-            .iter()
-            .flat_map(|t| t.catalog.iter())
-            .find(|a| a.bot_id == Some(app_id))
-            .map(|a| a.external_id.to_string())
-            .unwrap_or_default()
-    };
+    let manifest = manifest_id(&emulator.state().world(), app_id);
     let app = if signed {
         app_id.to_string()
     } else {

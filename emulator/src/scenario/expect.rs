@@ -3,6 +3,7 @@
 
 use super::matching::{interpolate_value, parse_duration, partial_match, visible_text};
 use super::model::{ExpectActivity, ExpectDelivery, ExpectFault, MessageQuery, Since};
+use super::queries::{self, chat_with_bot, scenario_tenant};
 use super::run::{Failure, Run, key};
 use crate::tenant::{Conversation, Participant};
 use serde_json::Value;
@@ -186,32 +187,20 @@ impl Run<'_> {
     /// The conversation an expectation names.
     fn conversation(&self, q: &MessageQuery) -> Result<(Option<Conversation>, String), Failure> {
         let world = self.emulator.state().world();
-        let t = &world.tenants[0];
+        let t = scenario_tenant(&world);
         if let Some(u) = &q.user {
-            let user = t
-                .user_by_handle(&self.text(u)?)
-                .map_err(|e| Failure::plain(e.to_string()))?;
-            let chat = t
-                .chats
-                .iter()
-                .find(|c| c.user == user.id && c.bot == self.bot.app_id);
+            let user = queries::user(t, &self.text(u)?).map_err(Failure::plain)?;
+            let chat = chat_with_bot(t, user.id, self.bot.app_id);
             let label = format!("{}'s chat with the bot", user.display_name);
             return Ok((
                 chat.map(|c| Conversation::Personal { chat: c.id.clone() }),
                 label,
             ));
         }
-        let team = t
-            .team_by_handle(&self.text(q.team.as_deref().unwrap_or_default())?)
-            .map_err(|e| Failure::plain(e.to_string()))?;
-        let channel = match &q.channel {
-            None => team.channels.iter().find(|c| c.general),
-            Some(c) => team
-                .channels
-                .iter()
-                .find(|x| x.id == *c || x.display_name.eq_ignore_ascii_case(c)),
-        }
-        .ok_or_else(|| Failure::plain("no such channel"))?;
+        let team = queries::team(t, &self.text(q.team.as_deref().unwrap_or_default())?)
+            .map_err(Failure::plain)?;
+        let channel = queries::channel(team, q.channel.as_deref())
+            .ok_or_else(|| Failure::plain("no such channel"))?;
         let label = format!("{} › {}", team.display_name, channel.display_name);
         Ok((
             Some(Conversation::Channel {
@@ -241,7 +230,7 @@ impl Run<'_> {
                 .unwrap_or(0)
         };
         let world = self.emulator.state().world();
-        let t = &world.tenants[0];
+        let t = scenario_tenant(&world);
         let regex = q
             .text_matches
             .as_deref()
@@ -260,7 +249,7 @@ impl Run<'_> {
             .transpose()?;
         let mut matching = 0;
         let mut seen = Vec::new();
-        for m in t.messages(conversation).iter().skip(since) {
+        for m in queries::messages(t, conversation).iter().skip(since) {
             if m.deleted.is_some() || !matches!(m.from, Participant::Bot(b) if b == self.bot.app_id)
             {
                 continue;

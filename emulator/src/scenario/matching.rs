@@ -104,10 +104,10 @@ pub fn check_references(text: &str, tenant: &Tenant) -> Result<(), String> {
             ));
         }
         match (root, parts.next()) {
-            ("users", Some(u)) if tenant.user_by_handle(u).is_err() => {
+            ("users", Some(u)) if super::queries::user(tenant, u).is_err() => {
                 return Err(format!("'${{{path}}}': no user '{u}'"));
             }
-            ("teams", Some(t)) if tenant.team_by_handle(t).is_err() => {
+            ("teams", Some(t)) if super::queries::team(tenant, t).is_err() => {
                 return Err(format!("'${{{path}}}': no team '{t}'"));
             }
             ("users" | "teams", None) => {

@@ -7,6 +7,7 @@
 //! - [`run`]: one fresh emulator and bot per scenario, the steps, the outcome.
 //! - `bot`: the bot under test (reference bot or command), its environment, start and stop.
 //! - `act`, `expect`: the two kinds of steps: acts change the world, expectations wait and check.
+//! - `queries`: every question the runner and the checks ask of the emulated tenant.
 //! - [`report`]: terminal summary, JUnit XML, `.transcript` files.
 
 mod act;
@@ -14,11 +15,13 @@ mod bot;
 mod expect;
 pub mod matching;
 pub mod model;
+mod queries;
 pub mod report;
 pub mod run;
 
 use crate::clock::Clock;
 use crate::config::EmulatorConfig;
+use crate::limits::Target;
 use model::{ScenarioFile, Step};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -181,15 +184,14 @@ struct Checker<'a> {
 
 impl Checker<'_> {
     fn tenant(&self) -> &crate::tenant::Tenant {
-        &self.world.tenants[0]
+        queries::scenario_tenant(self.world)
     }
 
     fn user(&self, handle: &str) -> Result<(), String> {
         if handle.contains("${") {
             return matching::check_references(handle, self.tenant());
         }
-        self.tenant()
-            .user_by_handle(handle)
+        queries::user(self.tenant(), handle)
             .map(|_| ())
             .map_err(|_| {
                 format!(
@@ -201,21 +203,15 @@ impl Checker<'_> {
     }
 
     fn user_keys(&self) -> String {
-        self.tenant()
-            .users
-            .iter()
-            .map(|u| u.key.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
+        queries::user_keys(self.tenant()).join(", ")
     }
 
     fn team(&self, handle: &str) -> Result<&crate::tenant::Team, String> {
-        self.tenant().team_by_handle(handle).map_err(|_| {
-            let keys: Vec<&str> = self.tenant().teams.iter().map(|t| t.key.as_str()).collect();
+        queries::team(self.tenant(), handle).map_err(|_| {
             format!(
                 "no team '{handle}' in tenant '{}' (teams: {})",
                 self.tenant().display_name,
-                keys.join(", ")
+                queries::team_keys(self.tenant()).join(", ")
             )
         })
     }
@@ -223,15 +219,10 @@ impl Checker<'_> {
     fn channel(&self, team: &str, channel: Option<&str>) -> Result<(), String> {
         let t = self.team(team)?;
         match channel {
-            None => Ok(()),
-            Some(c)
-                if t.channels
-                    .iter()
-                    .any(|x| x.id == c || x.display_name.eq_ignore_ascii_case(c)) =>
-            {
-                Ok(())
+            Some(c) if queries::channel(t, Some(c)).is_none() => {
+                Err(format!("no channel '{c}' in team '{}'", t.display_name))
             }
-            Some(c) => Err(format!("no channel '{c}' in team '{}'", t.display_name)),
+            _ => Ok(()),
         }
     }
 
@@ -325,22 +316,15 @@ impl Checker<'_> {
             }
             Step::ExpectActivity(a) => self.duration("within", &a.within),
             Step::Fault(f) => {
-                let spec = crate::limits::FaultSpec {
-                    operation: f.operation,
-                    status: f.status,
-                    code: f.code.clone(),
-                    message: f.message.clone(),
-                    retry_after: f.retry_after,
-                    times: f.times,
-                    probability: f.probability,
-                    about: None,
-                };
-                spec.check()?;
-                match (&f.user, &f.team) {
-                    (Some(u), None) => self.user(u),
-                    (None, Some(t)) => self.team(t).map(|_| ()),
-                    (None, None) => Ok(()),
-                    (Some(_), Some(_)) => Err("give 'user' or 'team', not both".into()),
+                f.check()?;
+                match &f.target {
+                    Target::Any => Ok(()),
+                    Target::User(u) => self.user(u),
+                    Target::Team { team, channel } => self.channel(team, channel.as_deref()),
+                    // a conversation may only exist once the scenario has run a while
+                    Target::About(h) | Target::Conversation(h) => {
+                        matching::check_references(h, self.tenant())
+                    }
                 }
             }
             Step::ExpectFault(e) => self.duration("within", &e.within),
@@ -391,5 +375,38 @@ mod tests {
         let e = check("name: x\nsteps:\n  - call_bot: {path: '/x/${users.bob.id}'}\n").unwrap_err();
         assert!(e.reason.contains("bob"), "{e}");
         assert!(check("name: x\nsteps: []\n").is_err());
+    }
+
+    #[test]
+    fn fault_steps_name_one_target_that_exists() {
+        let ok = "name: x\nsteps:\n  - install: {user: megan}\n  - fault: ";
+        for good in [
+            "{operation: send, status: 429, retry_after: 2, user: megan}",
+            "{operation: send, status: 502, team: mark8, channel: Research and Development}",
+            "{operation: graph_install, status: 503, probability: 0.3}",
+            "{operation: send, status: 503, about: '${users.megan.id}'}",
+        ] {
+            check(&format!("{ok}{good}\n")).unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
+        for (bad, reason) in [
+            ("{operation: send, status: 500, user: bob}", "no user 'bob'"),
+            (
+                "{operation: send, status: 500, user: megan, team: mark8}",
+                "not both 'user' and 'team'",
+            ),
+            (
+                "{operation: send, status: 500, team: mark8, channel: Random}",
+                "no channel 'Random'",
+            ),
+            (
+                "{operation: graph_read, status: 500, conversation: 'a:1'}",
+                "narrows Connector faults",
+            ),
+            ("{operation: send, status: 200}", "not an error status"),
+        ] {
+            let e = check(&format!("{ok}{bad}\n")).unwrap_err();
+            assert_eq!(e.line, Some(4), "{bad}: {e}");
+            assert!(e.reason.contains(reason), "{bad}: {e}");
+        }
     }
 }

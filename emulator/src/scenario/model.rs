@@ -65,34 +65,6 @@ pub struct BehaviourSpec {
     pub send_accepted_without_id: bool,
 }
 
-/// Makes the next matching calls fail: a Connector send (`send`), a roster read (`roster`), or
-/// a Graph call (`graph_read`, `graph_install`, `graph_uninstall`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FaultStep {
-    pub operation: crate::limits::Operation,
-    pub status: u16,
-    #[serde(default)]
-    pub code: Option<String>,
-    #[serde(default)]
-    pub message: Option<String>,
-    /// Seconds for `Retry-After`.
-    #[serde(default)]
-    pub retry_after: Option<u64>,
-    /// Fire on the next N matching calls (default 1).
-    #[serde(default)]
-    pub times: Option<u32>,
-    /// Or fire on each with this chance, drawn from the run's `--seed`.
-    #[serde(default)]
-    pub probability: Option<f64>,
-    /// Only calls about this user (their 1:1 chat, or Graph calls about them)…
-    #[serde(default)]
-    pub user: Option<String>,
-    /// …or this team's General channel.
-    #[serde(default)]
-    pub team: Option<String>,
-}
-
 /// The latest `fault` fired this many times (waits up to `within`, default 5s).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -129,7 +101,8 @@ pub enum Step {
     CallBot(HttpStep),
     Graph(HttpStep),
     Wait(String),
-    Fault(FaultStep),
+    /// Makes the next matching calls fail: the fields of `POST /_emulator/faults`.
+    Fault(crate::limits::Fault),
     ExpectActivity(ExpectActivity),
     ExpectMessage(MessageQuery),
     ExpectNoMessage(MessageQuery),

@@ -6,6 +6,7 @@ use super::Scenario;
 use super::bot::BotUnderTest;
 use super::matching::interpolate;
 use super::model::{Actor, AuthMode, ConversationUpdateMode, Step};
+use super::queries::{catalog_app, directory, message_counts, scenario_tenant};
 use crate::emulator::{Emulator, EmulatorHandle};
 use crate::state::BotAuth;
 use crate::tenant::Conversation;
@@ -209,28 +210,15 @@ impl<'a> Run<'a> {
     fn new(emulator: &'a EmulatorHandle, bot: &'a BotUnderTest, auth: BotAuth) -> Self {
         let context = {
             let world = emulator.state().world();
-            let t = &world.tenants[0];
-            let users: serde_json::Map<String, Value> = t
-                .users
-                .iter()
-                .map(|u| (u.key.clone(), json!({"id": u.id.to_string(), "upn": u.user_principal_name, "name": u.display_name, "mri": u.mri})))
-                .collect();
-            let teams: serde_json::Map<String, Value> = t
-                .teams
-                .iter()
-                .map(|team| (team.key.clone(), json!({"id": team.id.to_string(), "name": team.display_name, "thread_id": team.thread_id, "general": team.thread_id})))
-                .collect();
-            let catalog = t.catalog.iter().find(|a| a.bot_id == Some(bot.app_id));
-            json!({
-                "users": users,
-                "teams": teams,
-                "tenant": {"id": t.id.to_string(), "name": t.display_name},
-                "bot": {"url": bot.url, "endpoint": bot.endpoint, "app_id": bot.app_id.to_string(), "port": bot.port, "auth": if auth == BotAuth::Signed { "signed" } else { "none" },
-                        "catalog_id": catalog.map(|a| a.id.to_string()), "manifest_id": catalog.map(|a| a.external_id.to_string())},
-                "emulator": {"url": emulator.url(), "graph": emulator.graph_url(), "service_url": emulator.service_url()},
-                "last": {},
-                "saved": {},
-            })
+            let t = scenario_tenant(&world);
+            let catalog = catalog_app(t, bot.app_id);
+            let mut context = directory(t);
+            context["bot"] = json!({"url": bot.url, "endpoint": bot.endpoint, "app_id": bot.app_id.to_string(), "port": bot.port, "auth": if auth == BotAuth::Signed { "signed" } else { "none" },
+                    "catalog_id": catalog.map(|a| a.id.to_string()), "manifest_id": catalog.map(|a| a.external_id.to_string())});
+            context["emulator"] = json!({"url": emulator.url(), "graph": emulator.graph_url(), "service_url": emulator.service_url()});
+            context["last"] = json!({});
+            context["saved"] = json!({});
+            context
         };
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
@@ -249,18 +237,7 @@ impl<'a> Run<'a> {
 
     /// Starts a new window: expectations with `since: last_action` look only after this point.
     fn mark(&mut self) {
-        let world = self.emulator.state().world();
-        let t = &world.tenants[0];
-        self.message_marks = t
-            .chats
-            .iter()
-            .map(|c| (c.id.clone(), c.messages.len()))
-            .chain(t.teams.iter().flat_map(|team| {
-                team.channels
-                    .iter()
-                    .map(|c| (c.id.clone(), c.messages.len()))
-            }))
-            .collect();
+        self.message_marks = message_counts(scenario_tenant(&self.emulator.state().world()));
         self.delivery_mark = self.emulator.state().delivery.last_seq();
     }
 

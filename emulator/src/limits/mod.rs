@@ -8,7 +8,14 @@
 //!
 //! Faults are queued by tests and scenarios (`/_emulator/faults`): the next matching calls answer
 //! a chosen status (`times`), or each matching call does with a `probability` drawn from a
-//! generator seeded with `--seed`, so a flaky run can be replayed.
+//! generator seeded with `--seed`, so a flaky run can be replayed. A fault is asked for as a
+//! [`Fault`] and queued resolved, as a [`FaultSpec`].
+
+mod fault;
+mod target;
+
+pub use fault::{Fault, FaultSpec, FaultState};
+pub use target::Target;
 
 use chrono::{DateTime, Duration, Utc};
 use rand::rngs::StdRng;
@@ -34,6 +41,13 @@ pub enum Operation {
     GraphUninstall,
 }
 
+impl Operation {
+    /// Connector calls are limited per conversation; Graph calls per app, about a user or team.
+    pub fn is_connector(self) -> bool {
+        matches!(self, Operation::Send | Operation::Roster)
+    }
+}
+
 /// A limit was hit or a fault fired: the answer to give.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Refusal {
@@ -42,58 +56,6 @@ pub struct Refusal {
     pub code: Option<String>,
     pub message: String,
     pub retry_after: Option<u64>,
-}
-
-/// A fault to inject.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct FaultSpec {
-    pub operation: Operation,
-    /// The HTTP status to answer (400–599).
-    pub status: u16,
-    #[serde(default)]
-    pub code: Option<String>,
-    #[serde(default)]
-    pub message: Option<String>,
-    /// Seconds for `Retry-After`.
-    #[serde(default)]
-    pub retry_after: Option<u64>,
-    /// Fire on the next N matching calls (default 1, unless `probability` is given).
-    #[serde(default)]
-    pub times: Option<u32>,
-    /// Fire on each matching call with this probability (0–1), drawn from the seeded generator.
-    #[serde(default)]
-    pub probability: Option<f64>,
-    /// Only calls about this: a conversation for Connector operations (its Graph chat id or
-    /// channel id, as [`crate::tenant::Conversation`] resolves it), a user id for Graph ones.
-    #[serde(default)]
-    pub about: Option<String>,
-}
-
-impl FaultSpec {
-    pub fn check(&self) -> Result<(), String> {
-        if !(400..=599).contains(&self.status) {
-            return Err(format!(
-                "status {} is not an error status (400–599)",
-                self.status
-            ));
-        }
-        if let Some(p) = self.probability
-            && !(0.0..=1.0).contains(&p)
-        {
-            return Err(format!("probability {p} is not between 0 and 1"));
-        }
-        if self.times == Some(0) {
-            return Err("times must be at least 1".into());
-        }
-        Ok(())
-    }
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct FaultState {
-    pub spec: FaultSpec,
-    pub fired: u32,
 }
 
 /// One rule: at most `limit` events in `window`.
