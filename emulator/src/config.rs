@@ -600,18 +600,15 @@ impl TenantSpec {
                 }
             })
             .collect();
-        Tenant {
-            id: tenant_id,
-            display_name: self.name.clone(),
-            domain: self.domain(),
+        Tenant::new(
+            tenant_id,
+            self.name.clone(),
+            self.domain(),
             users,
             teams,
             registrations,
             catalog,
-            installations: vec![],
-            chats: vec![],
-            ever_installed: BTreeSet::new(),
-        }
+        )
     }
 }
 
@@ -625,15 +622,15 @@ mod tests {
         config.check("<default>").unwrap();
         let a = config.build_world(Clock::system());
         let b = config.build_world(Clock::system());
-        let (ta, tb) = (&a.tenants[0], &b.tenants[0]);
+        let (ta, tb) = (&a.tenants()[0], &b.tenants()[0]);
         assert_eq!(ta.id, defaults::TENANT_ID);
-        assert!(ta.users.len() >= 5);
+        assert!(ta.users().len() >= 5);
         assert_eq!(
-            ta.users.iter().map(|u| u.id).collect::<Vec<_>>(),
-            tb.users.iter().map(|u| u.id).collect::<Vec<_>>()
+            ta.users().iter().map(|u| u.id).collect::<Vec<_>>(),
+            tb.users().iter().map(|u| u.id).collect::<Vec<_>>()
         );
-        assert_ne!(ta.catalog[0].id, ta.catalog[0].external_id);
-        assert_eq!(ta.teams[0].channels.len(), 2);
+        assert_ne!(ta.catalog()[0].id, ta.catalog()[0].external_id);
+        assert_eq!(ta.teams()[0].channels.len(), 2);
         assert_eq!(
             ta.user("megan@contoso.onmicrosoft.com").unwrap().key,
             "megan"
@@ -669,9 +666,9 @@ mod tests {
             ..Default::default()
         });
         let world = config.build_world(Clock::system());
-        let t = &world.tenants[0];
-        assert_eq!(t.registrations[0].client_id, app);
-        assert_eq!(t.catalog[0].bot_id, Some(app));
-        assert_eq!(t.catalog[0].web_application_id, Some(app));
+        let t = &world.tenants()[0];
+        assert_eq!(t.registrations()[0].client_id, app);
+        assert_eq!(t.catalog()[0].bot_id, Some(app));
+        assert_eq!(t.catalog()[0].web_application_id, Some(app));
     }
 }

@@ -87,7 +87,7 @@ fn named_bot(tenant: &Tenant, body: &Value) -> Result<Uuid, GraphError> {
 async fn health(State(state): State<AppState>) -> axum::Json<Value> {
     let tenants = state.read(|world| {
         world
-            .tenants
+            .tenants()
             .iter()
             .map(|t| json!({"id": t.id, "displayName": t.display_name}))
             .collect::<Vec<_>>()
@@ -128,7 +128,7 @@ pub(crate) fn resolve_about(
     if connector && let Some((_, conversation)) = world.find_conversation(about) {
         return Ok(crate::connector::limits_key(&conversation));
     }
-    for t in &world.tenants {
+    for t in world.tenants() {
         if let Ok(u) = t.user_by_handle(about) {
             return Ok(match (connector, t.bot_app().and_then(|a| a.bot_id)) {
                 (true, Some(bot)) => crate::ids::one_on_one_chat_id(bot, u.id),
@@ -220,7 +220,7 @@ async fn user_writes_to_bot(
 ) -> Result<Response, GraphError> {
     let body = object(&body)?;
     let (tenant, user, chat) = state.read(|world| -> Result<_, GraphError> {
-        let t = pick_tenant(&world.tenants, &q)?;
+        let t = pick_tenant(world.tenants(), &q)?;
         let u = t.user_by_handle(&user)?;
         let bot = named_bot(t, &body)?;
         let chat = t.personal_chat(u.id, bot).ok_or_else(|| {
@@ -244,7 +244,7 @@ async fn user_writes_in_channel(
 ) -> Result<Response, GraphError> {
     let body = object(&body)?;
     let (tenant, user, team_id, channel_id, graph_body) = state.read(|world| -> Result<_, GraphError> {
-        let t = pick_tenant(&world.tenants, &q)?;
+        let t = pick_tenant(world.tenants(), &q)?;
         let from = body
             .get("from")
             .and_then(Value::as_str)
@@ -318,7 +318,7 @@ async fn add_member(
         .and_then(Value::as_str)
         .ok_or_else(|| GraphError::bad_request("Say who joins: 'user'."))?;
     state.change(|world| -> Result<_, GraphError> {
-        let t = pick_tenant(&world.tenants, &q)?;
+        let t = pick_tenant(world.tenants(), &q)?;
         let (tid, uid, team_id) = (
             t.id,
             t.user_by_handle(user)?.id.to_string(),
@@ -335,7 +335,7 @@ async fn remove_member(
     Query(q): Query<TenantQuery>,
 ) -> Result<Response, GraphError> {
     state.change(|world| -> Result<_, GraphError> {
-        let t = pick_tenant(&world.tenants, &q)?;
+        let t = pick_tenant(world.tenants(), &q)?;
         let (tid, uid, team_id) = (
             t.id,
             t.user_by_handle(&user)?.id.to_string(),
@@ -355,7 +355,7 @@ fn set_blocked(
 ) -> Result<Response, GraphError> {
     let body = object(body)?;
     state.mutate(|world| -> Result<(), GraphError> {
-        let t = pick_tenant(&world.tenants, q)?;
+        let t = pick_tenant(world.tenants(), q)?;
         let bot = named_bot(t, &body)?;
         let (tid, uid) = (t.id, t.user_by_handle(user)?.id.to_string());
         Ok(world.set_blocked(tid, &uid, bot, blocked)?)

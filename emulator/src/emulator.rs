@@ -236,11 +236,11 @@ impl EmulatorHandle {
     /// acting as the first tenant's bot (see [`EmulatorClient`]).
     pub fn client(&self) -> EmulatorClient {
         let world = self.state.world();
-        let tenant = world.tenants.first();
+        let tenant = world.tenants().first();
         let bot = tenant.and_then(|t| {
-            let app = t.catalog.iter().find(|a| a.bot_id.is_some())?;
+            let app = t.catalog().iter().find(|a| a.bot_id.is_some())?;
             let bot = app.bot_id?;
-            let registration = t.registrations.iter().find(|r| r.client_id == bot)?;
+            let registration = t.registrations().iter().find(|r| r.client_id == bot)?;
             Some(ClientBot {
                 app_id: bot,
                 secret: registration.client_secret.clone(),
@@ -318,7 +318,7 @@ impl EmulatorHandle {
     /// A user of the emulated tenants, by key (`megan`), UPN, object id or `29:` id.
     pub fn user(&self, handle: &str) -> Option<TenantUser> {
         let world = self.state.world();
-        world.tenants.iter().find_map(|t| {
+        world.tenants().iter().find_map(|t| {
             let u = t.user_by_handle(handle).ok()?;
             Some(TenantUser {
                 id: u.id,
@@ -335,7 +335,7 @@ impl EmulatorHandle {
     /// Graph lists no teams, so this is how a test learns the ids a bot would be told.
     pub fn team(&self, handle: &str) -> Option<TenantTeam> {
         let world = self.state.world();
-        world.tenants.iter().find_map(|t| {
+        world.tenants().iter().find_map(|t| {
             let team = t.team_by_handle(handle).ok()?;
             Some(TenantTeam {
                 id: team.id,
@@ -513,10 +513,10 @@ impl Filter {
             None => None,
             Some(handle) => {
                 let world = self.state.world();
-                let found = world.tenants.iter().find_map(|t| {
+                let found = world.tenants().iter().find_map(|t| {
                     let u = t.user_by_handle(handle).ok()?;
                     let conversations = t
-                        .catalog
+                        .catalog()
                         .iter()
                         .filter_map(|a| a.bot_id)
                         .map(|bot| {

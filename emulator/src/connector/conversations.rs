@@ -51,7 +51,7 @@ fn resolve_tenant(world: &World, body: &Value, bot: Option<Uuid>) -> Result<Uuid
     }
     // Without a tenant, Teams cannot route; accept it only where the bot belongs to one tenant.
     let homes: Vec<Uuid> = world
-        .tenants
+        .tenants()
         .iter()
         .filter(|t| bot.is_none_or(|b| t.registration(b).is_some()))
         .map(|t| t.id)

@@ -104,9 +104,9 @@ fn with_team_for_bot<R>(
 ) -> Result<R, ConnectorError> {
     let caller = authenticate(state, headers)?;
     state.read(|world| {
-        for tenant in &world.tenants {
+        for tenant in world.tenants() {
             let Some(t) = tenant
-                .teams
+                .teams()
                 .iter()
                 .find(|t| t.thread_id == team || t.id.to_string().eq_ignore_ascii_case(team))
             else {

@@ -102,7 +102,7 @@ pub fn stamp(activity: &mut Value, now: DateTime<Utc>) {
 }
 
 fn bot_of(tenant: &Tenant, catalog_app: Uuid) -> Option<(Uuid, Option<String>, String)> {
-    let app = tenant.catalog.iter().find(|a| a.id == catalog_app)?;
+    let app = tenant.catalog().iter().find(|a| a.id == catalog_app)?;
     let bot = app.bot_id?;
     let endpoint = tenant
         .registration(bot)
@@ -199,7 +199,7 @@ fn user_message(
             envelope(service_url, tenant_id, from, bot, &app.display_name, conv)
         }
         crate::tenant::Conversation::Channel { team, channel, .. } => {
-            let team = tenant.teams.iter().find(|t| t.id == *team)?;
+            let team = tenant.teams().iter().find(|t| t.id == *team)?;
             let conv = json!({"isGroup": true, "conversationType": "channel", "tenantId": tenant_id.to_string(), "id": conversation_id});
             with(
                 envelope(service_url, tenant_id, from, bot, &app.display_name, conv),
@@ -245,7 +245,7 @@ pub fn team_scope(
     };
     let (Some((bot, endpoint, bot_name)), Some(team)) = (
         bot_of(tenant, catalog_app),
-        tenant.teams.iter().find(|t| t.id == team_id),
+        tenant.teams().iter().find(|t| t.id == team_id),
     ) else {
         return vec![];
     };
@@ -278,7 +278,7 @@ pub fn team_scope(
 /// The bots installed in a team, for team events (a member joined, a message mentions a bot).
 pub fn team_apps(tenant: &Tenant, team: Uuid) -> Vec<Uuid> {
     tenant
-        .installations
+        .installations()
         .iter()
         .filter(|i| i.scope == InstallScope::Team(team))
         .map(|i| i.catalog_app)

@@ -72,7 +72,7 @@ async fn list_teams_apps(
     let items = state.read(|world| -> Result<_, GraphError> {
         Ok(world
             .tenant_of(&caller)?
-            .catalog
+            .catalog()
             .iter()
             .map(teams_app_json)
             .collect())

@@ -80,7 +80,7 @@ pub fn parse_user_message(tenant: &Tenant, body: &Value) -> Result<UserMessage, 
             // the app by its bot id or its catalog id
             let bot = tenant.app_of_bot(id).and_then(|a| a.bot_id).or_else(|| {
                 tenant
-                    .catalog
+                    .catalog()
                     .iter()
                     .find(|a| a.id == id)
                     .and_then(|a| a.bot_id)

@@ -57,7 +57,7 @@ async fn list_users(
     super::admit(&state, &caller, crate::limits::Operation::GraphRead, None)?;
     caller.authorize(&permissions::READ_USERS)?;
     state.read(|world| {
-        let users = &world.tenant_of(&caller)?.users;
+        let users = &world.tenant_of(&caller)?.users();
         collection_of(&state, &uri, &USERS, "users", users, user_json)
     })
 }

@@ -176,7 +176,7 @@ fn issue_token_inner(
     let (tenant, registration) = match authority {
         Authority::Tenant(t) => (t, t.registration(client_id).ok_or_else(not_found)?),
         Authority::BotFramework => world
-            .tenants
+            .tenants()
             .iter()
             .find_map(|t| t.registration(client_id).map(|r| (t, r)))
             .ok_or_else(not_found)?,

@@ -68,14 +68,14 @@ fn about(world: &World, connector: bool, handle: &str) -> Result<String, String>
         return Ok(key);
     }
     if world
-        .tenants
+        .tenants()
         .iter()
         .any(|t| t.user_by_handle(handle).is_ok())
     {
         return for_user(world, connector, handle);
     }
     if world
-        .tenants
+        .tenants()
         .iter()
         .any(|t| t.team_by_handle(handle).is_ok())
     {
@@ -88,19 +88,19 @@ fn about(world: &World, connector: bool, handle: &str) -> Result<String, String>
 
 fn for_user(world: &World, connector: bool, handle: &str) -> Result<String, String> {
     let (tenant, user) = world
-        .tenants
+        .tenants()
         .iter()
         .find_map(|t| t.user_by_handle(handle).ok().map(|u| (t, u)))
         .ok_or_else(|| {
             no_such(world, "user", handle, |t| {
-                t.users.iter().map(|u| u.key.as_str()).collect()
+                t.users().iter().map(|u| u.key.as_str()).collect()
             })
         })?;
     if !connector {
         return Ok(user.id.to_string());
     }
     let bot = tenant
-        .catalog
+        .catalog()
         .iter()
         .find_map(|a| a.bot_id)
         .ok_or_else(|| {
@@ -119,12 +119,12 @@ fn for_team(
     channel: Option<&str>,
 ) -> Result<String, String> {
     let team = world
-        .tenants
+        .tenants()
         .iter()
         .find_map(|t| t.team_by_handle(handle).ok())
         .ok_or_else(|| {
             no_such(world, "team", handle, |t| {
-                t.teams.iter().map(|t| t.key.as_str()).collect()
+                t.teams().iter().map(|t| t.key.as_str()).collect()
             })
         })?;
     match (connector, channel) {
@@ -150,7 +150,7 @@ fn conversation(world: &World, id: &str) -> Result<String, String> {
 fn no_such(world: &World, kind: &str, handle: &str, keys: fn(&Tenant) -> Vec<&str>) -> String {
     const SHOWN: usize = 12;
     let listed: Vec<String> = world
-        .tenants
+        .tenants()
         .iter()
         .map(|t| {
             let all = keys(t);
@@ -183,10 +183,10 @@ mod tests {
     #[test]
     fn targets_resolve_to_the_names_calls_give_the_limits() {
         let w = world();
-        let t = &w.tenants[0];
+        let t = &w.tenants()[0];
         let megan = t.user_by_handle("megan").unwrap();
         let team = t.team_by_handle("mark8").unwrap();
-        let bot = t.catalog.iter().find_map(|a| a.bot_id).unwrap();
+        let bot = t.catalog().iter().find_map(|a| a.bot_id).unwrap();
         let about = |f: Fault| f.resolve(&w).unwrap().about;
         let chat = crate::ids::one_on_one_chat_id(bot, megan.id);
         assert_eq!(about(Fault::on(Operation::Send)), None);

@@ -9,12 +9,12 @@ use uuid::Uuid;
 
 /// The tenant a scenario runs in: the first of its tenant file.
 pub(super) fn scenario_tenant(world: &World) -> &Tenant {
-    &world.tenants[0]
+    &world.tenants()[0]
 }
 
 /// The app of the bot under test: the first catalog app that has a bot.
 pub(super) fn bot_app_id(tenant: &Tenant) -> Option<Uuid> {
-    tenant.catalog.iter().find_map(|a| a.bot_id)
+    tenant.catalog().iter().find_map(|a| a.bot_id)
 }
 
 /// The catalog entry of a bot's app.
@@ -25,7 +25,7 @@ pub(super) fn catalog_app(tenant: &Tenant, bot: Uuid) -> Option<&CatalogApp> {
 /// The manifest id of a bot's app, in whichever emulated tenant publishes it ("" if none does).
 pub(super) fn manifest_id(world: &World, bot: Uuid) -> String {
     world
-        .tenants
+        .tenants()
         .iter()
         .find_map(|t| t.app_of_bot(bot))
         .map(|a| a.external_id.to_string())
@@ -40,7 +40,7 @@ pub(super) fn app_secret(tenant: &Tenant, app: Uuid) -> Option<&str> {
 /// A Teams administrator's sign-in (UPN, password), for delegated Graph calls.
 pub(super) fn administrator(tenant: &Tenant) -> Option<(String, String)> {
     tenant
-        .users
+        .users()
         .iter()
         .find(|u| u.admin)
         .map(|u| (u.user_principal_name.clone(), u.password.clone()))
@@ -64,17 +64,20 @@ pub(super) fn team<'a>(tenant: &'a Tenant, handle: &str) -> Result<&'a Team, Str
 
 /// The users' keys, for messages that name what a scenario could have meant.
 pub(super) fn user_keys(tenant: &Tenant) -> Vec<&str> {
-    tenant.users.iter().map(|u| u.key.as_str()).collect()
+    tenant.users().iter().map(|u| u.key.as_str()).collect()
 }
 
 /// The teams' keys, likewise.
 pub(super) fn team_keys(tenant: &Tenant) -> Vec<&str> {
-    tenant.teams.iter().map(|t| t.key.as_str()).collect()
+    tenant.teams().iter().map(|t| t.key.as_str()).collect()
 }
 
 /// A user's 1:1 chat with a bot, once an install has made it.
 pub(super) fn chat_with_bot(tenant: &Tenant, user: Uuid, bot: Uuid) -> Option<&Chat> {
-    tenant.chats.iter().find(|c| c.user == user && c.bot == bot)
+    tenant
+        .chats()
+        .iter()
+        .find(|c| c.user == user && c.bot == bot)
 }
 
 /// A team's channel by id or name (any case); General when none is named.
@@ -91,10 +94,10 @@ pub(super) fn channel<'a>(team: &'a Team, name: Option<&str>) -> Option<&'a Chan
 /// How many messages each chat and channel holds, by its id: where a window of expectations begins.
 pub(super) fn message_counts(tenant: &Tenant) -> HashMap<String, usize> {
     tenant
-        .chats
+        .chats()
         .iter()
         .map(|c| (c.id.clone(), c.messages.len()))
-        .chain(tenant.teams.iter().flat_map(|team| {
+        .chain(tenant.teams().iter().flat_map(|team| {
             team.channels
                 .iter()
                 .map(|c| (c.id.clone(), c.messages.len()))
@@ -110,12 +113,12 @@ pub(super) fn messages<'a>(tenant: &'a Tenant, conversation: &Conversation) -> &
 /// The values `${users.KEY.…}`, `${teams.KEY.…}` and `${tenant.…}` read.
 pub(super) fn directory(tenant: &Tenant) -> Value {
     let users: Map<String, Value> = tenant
-        .users
+        .users()
         .iter()
         .map(|u| (u.key.clone(), json!({"id": u.id.to_string(), "upn": u.user_principal_name, "name": u.display_name, "mri": u.mri})))
         .collect();
     let teams: Map<String, Value> = tenant
-        .teams
+        .teams()
         .iter()
         .map(|team| (team.key.clone(), json!({"id": team.id.to_string(), "name": team.display_name, "thread_id": team.thread_id, "general": team.thread_id})))
         .collect();

@@ -27,7 +27,7 @@ use uuid::Uuid;
 /// Every emulated tenant, and the switches that pick among Teams' observed behaviours.
 #[derive(Debug)]
 pub struct World {
-    pub tenants: Vec<Tenant>,
+    tenants: Vec<Tenant>,
     pub behaviour: Behaviour,
     pub clock: Clock,
     last_message_id: i64,
@@ -44,19 +44,22 @@ pub struct Behaviour {
     pub send_accepted_without_id: bool,
 }
 
+/// A tenant: its directory, teams, catalog and registrations (as configured), and what happened
+/// in it (installations, chats). Its collections are changed only by its own rules; everyone
+/// else reads them.
 #[derive(Clone, Debug)]
 pub struct Tenant {
     pub id: Uuid,
     pub display_name: String,
     pub domain: String,
-    pub users: Vec<User>,
-    pub teams: Vec<Team>,
-    pub registrations: Vec<AppRegistration>,
-    pub catalog: Vec<CatalogApp>,
-    pub installations: Vec<Installation>,
-    pub chats: Vec<Chat>,
+    users: Vec<User>,
+    teams: Vec<Team>,
+    registrations: Vec<AppRegistration>,
+    catalog: Vec<CatalogApp>,
+    installations: Vec<Installation>,
+    chats: Vec<Chat>,
     /// (scope id, catalog app) pairs that were ever installed: Teams remembers a first install.
-    pub ever_installed: BTreeSet<(Uuid, Uuid)>,
+    ever_installed: BTreeSet<(Uuid, Uuid)>,
 }
 
 #[derive(Clone, Debug)]
@@ -284,6 +287,10 @@ impl World {
         self.clock.now()
     }
 
+    pub fn tenants(&self) -> &[Tenant] {
+        &self.tenants
+    }
+
     pub fn tenant(&self, id: Uuid) -> Option<&Tenant> {
         self.tenants.iter().find(|t| t.id == id)
     }
@@ -356,6 +363,54 @@ impl World {
 }
 
 impl Tenant {
+    /// A tenant as configured: nothing installed, no chats yet.
+    pub fn new(
+        id: Uuid,
+        display_name: String,
+        domain: String,
+        users: Vec<User>,
+        teams: Vec<Team>,
+        registrations: Vec<AppRegistration>,
+        catalog: Vec<CatalogApp>,
+    ) -> Self {
+        Self {
+            id,
+            display_name,
+            domain,
+            users,
+            teams,
+            registrations,
+            catalog,
+            installations: vec![],
+            chats: vec![],
+            ever_installed: BTreeSet::new(),
+        }
+    }
+
+    pub fn users(&self) -> &[User] {
+        &self.users
+    }
+
+    pub fn teams(&self) -> &[Team] {
+        &self.teams
+    }
+
+    pub fn registrations(&self) -> &[AppRegistration] {
+        &self.registrations
+    }
+
+    pub fn catalog(&self) -> &[CatalogApp] {
+        &self.catalog
+    }
+
+    pub fn installations(&self) -> &[Installation] {
+        &self.installations
+    }
+
+    pub fn chats(&self) -> &[Chat] {
+        &self.chats
+    }
+
     /// A user by object id or user principal name (case-insensitive, as Graph matches UPNs).
     pub fn user(&self, id_or_upn: &str) -> Result<&User, TenantError> {
         let found = match Uuid::parse_str(id_or_upn) {
