@@ -5,18 +5,23 @@
 //! delivers Teams-shaped, signed activities to the bot. The map:
 //!
 //! - [`tenant`]: the one owner of state (users, teams, catalog, registrations, installations,
-//!   chats, messages) and Teams' rules; every change returns the events it causes.
+//!   chats, messages) and Teams' rules; every change returns the events it causes. Its
+//!   collections are private: everything else reads them through named queries.
 //! - [`identity`]: tokens (client credentials, password grant), OpenID documents, JWKS, validation.
 //! - [`graph`]: Graph routes, the OData subset, Graph's error envelope.
 //! - [`connector`]: Bot Connector v3 routes and the Connector's error envelope.
-//! - [`delivery`]: activities to bots: building, signing, sending, recording outcomes.
+//! - [`delivery`]: activities to bots: building, signing, sending, recording outcomes; the
+//!   transcript and delivery records, bounded by a retention.
 //! - [`limits`]: Teams' and Graph's throttling, and faults injected on purpose (seeded).
 //! - [`control`]: `/_emulator/…`: health, transcript, deliveries, acting as a user.
 //! - [`scenario`]: scenario files, the runner, reports (terminal, JUnit, transcripts).
 //! - [`config`]: tenants from YAML or the embedded default, and the `serve` flags.
 //! - [`state`]: the state every route shares, one lock per request ([`state::AppState::change`]).
-//! - [`server`]: the router, start-up, serving plain http or TLS; [`Emulator`] for tests.
+//! - [`server`]: the router that merges every surface, served over plain http or TLS.
 //! - [`shutdown`]: the one signal that stops the listeners and the delivery workers.
+//! - [`emulator`]: the in-process emulator for tests ([`Emulator::start`]), with expectations
+//!   that fail listing what arrived; [`client`]: tokens, Graph, the Connector and the control
+//!   API as a bot or a user calls them.
 //! - [`tls`]: a local certificate authority and HTTPS, for clients that insist on it.
 //! - [`clock`], [`ids`]: time that tests can control, deterministic ids in Teams' formats.
 //!

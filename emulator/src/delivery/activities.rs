@@ -90,7 +90,7 @@ pub fn with(mut base: Value, extra: Value) -> Value {
 }
 
 /// Gives an activity its timestamps, as Teams stamps them (its id comes with its place in the
-/// bot's queue, see [`enqueue`]).
+/// bot's queue, see [`super::Delivery::enqueue`]).
 pub fn stamp(activity: &mut Value, now: DateTime<Utc>) {
     activity["timestamp"] = json!(now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
     let local = now.with_timezone(

@@ -252,7 +252,7 @@ impl Tenant {
         }
     }
 
-    /// Adds a message (see [`Tenant::thread_of_new_message`] for the thread it joins).
+    /// Adds a message; in a channel it joins the conversation's thread, or `reply_to`'s.
     pub fn post_message(
         &mut self,
         conversation: &Conversation,
