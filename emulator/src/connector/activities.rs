@@ -113,6 +113,32 @@ pub fn post_activity(
     Ok((StatusCode::CREATED, Json(json!({ "id": id }))).into_response())
 }
 
+/// Runs `act` on a conversation the calling bot may act in, once the call was admitted, under
+/// one world lock; `act` gets the tenant, the conversation, the bot and the time.
+fn in_bot_conversation<R>(
+    state: &AppState,
+    caller: Option<uuid::Uuid>,
+    conversation_id: &str,
+    act: impl FnOnce(
+        &mut crate::tenant::Tenant,
+        &crate::tenant::Conversation,
+        uuid::Uuid,
+        chrono::DateTime<chrono::Utc>,
+    ) -> Result<R, ConnectorError>,
+) -> Result<R, ConnectorError> {
+    state.mutate(|world| {
+        let now = world.now();
+        let (tenant_id, conversation, bot) =
+            resolve_for_bot(state, world, caller, conversation_id, Operation::Send)?;
+        let tenant = world
+            .tenant_mut(tenant_id)
+            .ok_or(ConversationError::ConversationNotFound(
+                conversation_id.into(),
+            ))?;
+        act(tenant, &conversation, bot, now)
+    })
+}
+
 pub async fn update_activity(
     State(state): State<AppState>,
     Path((conversation_id, activity_id)): Path<(String, String)>,
@@ -122,21 +148,18 @@ pub async fn update_activity(
     let caller = authenticate(&state, &headers)?;
     let activity = object_body(&body)?;
     check_fields(&activity)?;
-    state.mutate(|world| -> Result<(), ConnectorError> {
-        let now = world.now();
-        let (tenant_id, conversation, bot) =
-            resolve_for_bot(&state, world, caller, &conversation_id, Operation::Send)?;
-        let tenant = world
-            .tenant_mut(tenant_id)
-            .ok_or(ConversationError::ConversationNotFound(
-                conversation_id.clone(),
-            ))?;
-        let updated = tenant.update_message(&conversation, bot, &activity_id, activity, now)?;
-        let mut update = updated.value();
-        update["type"] = json!("messageUpdate");
-        state.delivery.record_from_bot(update.into());
-        Ok(())
-    })?;
+    in_bot_conversation(
+        &state,
+        caller,
+        &conversation_id,
+        |tenant, conversation, bot, now| {
+            let updated = tenant.update_message(conversation, bot, &activity_id, activity, now)?;
+            let mut update = updated.value();
+            update["type"] = json!("messageUpdate");
+            state.delivery.record_from_bot(update.into());
+            Ok(())
+        },
+    )?;
     Ok(Json(json!({ "id": activity_id })))
 }
 
@@ -147,19 +170,16 @@ pub async fn delete_activity(
     headers: HeaderMap,
 ) -> Result<StatusCode, ConnectorError> {
     let caller = authenticate(&state, &headers)?;
-    state.mutate(|world| -> Result<(), ConnectorError> {
-        let now = world.now();
-        let (tenant_id, conversation, bot) =
-            resolve_for_bot(&state, world, caller, &conversation_id, Operation::Send)?;
-        let tenant = world
-            .tenant_mut(tenant_id)
-            .ok_or(ConversationError::ConversationNotFound(
-                conversation_id.clone(),
-            ))?;
-        tenant.delete_message(&conversation, bot, &activity_id, now)?;
-        let recorded_id = tenant.connector_id(&conversation, &conversation_id);
-        state.delivery.record_from_bot(json!({"type": "messageDelete", "id": activity_id, "from": {"id": crate::ids::bot_mri(bot)}, "conversation": {"id": recorded_id}, "timestamp": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)}).into());
-        Ok(())
-    })?;
+    in_bot_conversation(
+        &state,
+        caller,
+        &conversation_id,
+        |tenant, conversation, bot, now| {
+            tenant.delete_message(conversation, bot, &activity_id, now)?;
+            let recorded_id = tenant.connector_id(conversation, &conversation_id);
+            state.delivery.record_from_bot(json!({"type": "messageDelete", "id": activity_id, "from": {"id": crate::ids::bot_mri(bot)}, "conversation": {"id": recorded_id}, "timestamp": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)}).into());
+            Ok(())
+        },
+    )?;
     Ok(StatusCode::OK)
 }

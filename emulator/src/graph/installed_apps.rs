@@ -20,11 +20,11 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route(
             "/users/{user}/teamwork/installedApps",
-            get(list_user_installations).post(install_for_user),
+            get(list::<USER>).post(install_app::<USER>),
         )
         .route(
             "/users/{user}/teamwork/installedApps/{installation}",
-            get(get_user_installation).delete(uninstall_for_user),
+            get(get_one::<USER>).delete(uninstall::<USER>),
         )
         .route(
             "/users/{user}/teamwork/installedApps/{installation}/upgrade",
@@ -36,11 +36,11 @@ pub fn router() -> Router<AppState> {
         )
         .route(
             "/teams/{team}/installedApps",
-            get(list_team_installations).post(install_for_team),
+            get(list::<TEAM>).post(install_app::<TEAM>),
         )
         .route(
             "/teams/{team}/installedApps/{installation}",
-            get(get_team_installation).delete(uninstall_for_team),
+            get(get_one::<TEAM>).delete(uninstall::<TEAM>),
         )
 }
 
@@ -211,23 +211,73 @@ fn change_installation(
     })
 }
 
-async fn list_user_installations(
-    State(state): State<AppState>,
-    OriginalUri(uri): OriginalUri,
-    Path(user): Path<String>,
-    headers: HeaderMap,
-) -> Result<Response, GraphError> {
-    list_installations(&state, &uri, &headers, ScopeRef::User(&user))
+/// The scope kind of a route: its first path segment names a user or a team. One handler
+/// serves both (`list::<USER>`, `list::<TEAM>`), as one rule in `tenant` does.
+const USER: bool = false;
+const TEAM: bool = true;
+
+fn scope_of<const KIND: bool>(id: &str) -> ScopeRef<'_> {
+    if KIND == TEAM {
+        ScopeRef::Team(id)
+    } else {
+        ScopeRef::User(id)
+    }
 }
 
-async fn install_for_user(
+async fn list<const KIND: bool>(
     State(state): State<AppState>,
-    Path(user): Path<String>,
+    OriginalUri(uri): OriginalUri,
+    Path(scope): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, GraphError> {
+    list_installations(&state, &uri, &headers, scope_of::<KIND>(&scope))
+}
+
+/// Graph answers a user install with 201 and a team install with 200, both without a body.
+async fn install_app<const KIND: bool>(
+    State(state): State<AppState>,
+    Path(scope): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, GraphError> {
-    install(&state, &headers, ScopeRef::User(&user), &body)?;
-    Ok(StatusCode::CREATED.into_response())
+    install(&state, &headers, scope_of::<KIND>(&scope), &body)?;
+    let status = if KIND == TEAM {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok(status.into_response())
+}
+
+async fn get_one<const KIND: bool>(
+    State(state): State<AppState>,
+    OriginalUri(uri): OriginalUri,
+    Path((scope, installation)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, GraphError> {
+    get_installation(
+        &state,
+        &uri,
+        &headers,
+        scope_of::<KIND>(&scope),
+        &installation,
+    )
+}
+
+async fn uninstall<const KIND: bool>(
+    State(state): State<AppState>,
+    Path((scope, installation)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, GraphError> {
+    let scope = scope_of::<KIND>(&scope);
+    change_installation(
+        &state,
+        &headers,
+        Operation::GraphUninstall,
+        scope,
+        |world, caller| Ok(world.uninstall_in_scope(caller, scope, &installation)?),
+    )?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 fn install(
@@ -247,31 +297,6 @@ fn install(
             Ok(world.install_in_scope(caller, scope, &app?)?.1)
         },
     )
-}
-
-async fn get_user_installation(
-    State(state): State<AppState>,
-    OriginalUri(uri): OriginalUri,
-    Path((user, installation)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Result<Response, GraphError> {
-    get_installation(&state, &uri, &headers, ScopeRef::User(&user), &installation)
-}
-
-async fn uninstall_for_user(
-    State(state): State<AppState>,
-    Path((user, installation)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Result<Response, GraphError> {
-    let scope = ScopeRef::User(&user);
-    change_installation(
-        &state,
-        &headers,
-        Operation::GraphUninstall,
-        scope,
-        |world, caller| Ok(world.uninstall_in_scope(caller, scope, &installation)?),
-    )?;
-    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn upgrade_for_user(
@@ -321,48 +346,4 @@ async fn get_installation_chat(
         ))
     })?;
     entity(&uri, &super::chats::CHATS, "chats/$entity", item)
-}
-
-async fn list_team_installations(
-    State(state): State<AppState>,
-    OriginalUri(uri): OriginalUri,
-    Path(team): Path<String>,
-    headers: HeaderMap,
-) -> Result<Response, GraphError> {
-    list_installations(&state, &uri, &headers, ScopeRef::Team(&team))
-}
-
-async fn install_for_team(
-    State(state): State<AppState>,
-    Path(team): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, GraphError> {
-    install(&state, &headers, ScopeRef::Team(&team), &body)?;
-    Ok(StatusCode::OK.into_response())
-}
-
-async fn get_team_installation(
-    State(state): State<AppState>,
-    OriginalUri(uri): OriginalUri,
-    Path((team, installation)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Result<Response, GraphError> {
-    get_installation(&state, &uri, &headers, ScopeRef::Team(&team), &installation)
-}
-
-async fn uninstall_for_team(
-    State(state): State<AppState>,
-    Path((team, installation)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Result<Response, GraphError> {
-    let scope = ScopeRef::Team(&team);
-    change_installation(
-        &state,
-        &headers,
-        Operation::GraphUninstall,
-        scope,
-        |world, caller| Ok(world.uninstall_in_scope(caller, scope, &installation)?),
-    )?;
-    Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -435,6 +435,24 @@ impl Tenant {
 }
 
 impl World {
+    /// A team to change, with its id and the id of the user it is about.
+    fn team_and_user_mut(
+        &mut self,
+        tenant: Uuid,
+        team: &str,
+        user: &str,
+    ) -> Result<(&mut super::Team, Uuid, Uuid), super::TenantError> {
+        let t = self.emulated_tenant_mut(tenant)?;
+        let user = t.user(user)?.id;
+        let team_id = t.team(team)?.id;
+        let team = t
+            .teams
+            .iter_mut()
+            .find(|x| x.id == team_id)
+            .ok_or_else(|| super::TenantError::TeamNotFound(team_id.to_string()))?;
+        Ok((team, team_id, user))
+    }
+
     /// Adds `user` to a team; every bot installed in the team hears `teamMemberAdded`.
     pub fn add_team_member(
         &mut self,
@@ -442,12 +460,7 @@ impl World {
         team: &str,
         user: &str,
     ) -> Result<Vec<TeamsEvent>, super::TenantError> {
-        let t = self.emulated_tenant_mut(tenant)?;
-        let user = t.user(user)?.id;
-        let team_id = t.team(team)?.id;
-        let Some(team) = t.teams.iter_mut().find(|x| x.id == team_id) else {
-            return Err(super::TenantError::TeamNotFound(team_id.to_string()));
-        };
+        let (team, team_id, user) = self.team_and_user_mut(tenant, team, user)?;
         if team.members.iter().any(|m| m.user == user) {
             return Err(super::TenantError::BadRequest(
                 "The user is already a member of the team.".into(),
@@ -467,12 +480,7 @@ impl World {
         team: &str,
         user: &str,
     ) -> Result<Vec<TeamsEvent>, super::TenantError> {
-        let t = self.emulated_tenant_mut(tenant)?;
-        let user = t.user(user)?.id;
-        let team_id = t.team(team)?.id;
-        let Some(team) = t.teams.iter_mut().find(|x| x.id == team_id) else {
-            return Err(super::TenantError::TeamNotFound(team_id.to_string()));
-        };
+        let (team, team_id, user) = self.team_and_user_mut(tenant, team, user)?;
         let before = team.members.len();
         team.members.retain(|m| m.user != user);
         if team.members.len() == before {
