@@ -278,9 +278,7 @@ pub fn team_scope(
 /// The bots installed in a team, for team events (a member joined, a message mentions a bot).
 pub fn team_apps(tenant: &Tenant, team: Uuid) -> Vec<Uuid> {
     tenant
-        .installations()
-        .iter()
-        .filter(|i| i.scope == InstallScope::Team(team))
+        .installations_in_scope(InstallScope::Team(team))
         .map(|i| i.catalog_app)
         .collect()
 }

@@ -137,9 +137,7 @@ impl Tenant {
         match conversation {
             Conversation::Personal { chat } => self.chat(chat).map(|c| c.bot),
             Conversation::Channel { team, .. } => self
-                .installations
-                .iter()
-                .filter(|i| i.scope == super::InstallScope::Team(*team))
+                .installations_in_scope(super::InstallScope::Team(*team))
                 .find_map(|i| {
                     self.catalog
                         .iter()

@@ -64,6 +64,9 @@ impl World {
             version: app.version.clone(),
             installed: now,
         };
+        tenant
+            .index
+            .add_installation(&installation, tenant.installations.len());
         tenant.installations.push(installation.clone());
         let event = match scope {
             InstallScope::User(user) => {
@@ -100,6 +103,7 @@ impl World {
         tenant
             .installations
             .retain(|i| i.id != installation.id || i.scope != installation.scope);
+        tenant.index.reindex_installations(&tenant.installations);
         let tenant = tenant.id;
         Ok(vec![match scope {
             InstallScope::User(user) => TeamsEvent::AppUninstalledForUser {
@@ -129,12 +133,8 @@ impl World {
         if installation.version == app.version {
             return Ok(vec![]);
         }
-        if let Some(i) = tenant
-            .installations
-            .iter_mut()
-            .find(|i| i.id == installation.id && i.scope == scope)
-        {
-            i.version = app.version.clone();
+        if let Some(i) = tenant.index.installation(scope, installation.catalog_app) {
+            tenant.installations[i].version = app.version.clone();
         }
         Ok(match scope {
             InstallScope::User(user) => vec![TeamsEvent::AppUpgradedForUser {
@@ -182,9 +182,7 @@ impl Tenant {
     ) -> Result<Vec<&Installation>, TenantError> {
         let (scope, reach) = self.scope_for(caller, scope, false)?;
         Ok(self
-            .installations
-            .iter()
-            .filter(|i| i.scope == scope)
+            .installations_in_scope(scope)
             .filter(|i| {
                 reach == Reach::AnyApp
                     || self
@@ -217,10 +215,19 @@ impl Tenant {
         scope: InstallScope,
         id: &str,
     ) -> Result<&Installation, TenantError> {
-        self.installations
-            .iter()
-            .find(|i| i.scope == scope && i.id == id)
+        self.installations_in_scope(scope)
+            .find(|i| i.id == id)
             .ok_or_else(|| TenantError::InstallationNotFound(id.to_string()))
+    }
+
+    /// Every installation in a scope, in catalog order (at most one an app).
+    pub fn installations_in_scope(
+        &self,
+        scope: InstallScope,
+    ) -> impl Iterator<Item = &Installation> + '_ {
+        self.catalog
+            .iter()
+            .filter_map(move |app| self.installation_in_scope(scope, app.id))
     }
 
     /// An installation in `scope` and its app, if the caller's permission reaches that app.

@@ -8,6 +8,7 @@
 
 pub mod conversations;
 mod error;
+mod index;
 mod installations;
 pub mod permissions;
 mod stored;
@@ -60,6 +61,7 @@ pub struct Tenant {
     chats: Vec<Chat>,
     /// (scope id, catalog app) pairs that were ever installed: Teams remembers a first install.
     ever_installed: BTreeSet<(Uuid, Uuid)>,
+    index: index::Index,
 }
 
 #[derive(Clone, Debug)]
@@ -167,7 +169,7 @@ impl CatalogApp {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum InstallScope {
     User(Uuid),
     Team(Uuid),
@@ -377,6 +379,7 @@ impl Tenant {
             id,
             display_name,
             domain,
+            index: index::Index::of_users(&users),
             users,
             teams,
             registrations,
@@ -414,22 +417,24 @@ impl Tenant {
     /// A user by object id or user principal name (case-insensitive, as Graph matches UPNs).
     pub fn user(&self, id_or_upn: &str) -> Result<&User, TenantError> {
         let found = match Uuid::parse_str(id_or_upn) {
-            Ok(id) => self.users.iter().find(|u| u.id == id),
-            Err(_) => self
-                .users
-                .iter()
-                .find(|u| u.user_principal_name.eq_ignore_ascii_case(id_or_upn)),
+            Ok(id) => self.index.user_by_id(id),
+            Err(_) => self.index.user_by_upn(id_or_upn),
         };
-        found.ok_or_else(|| TenantError::UserNotFound(id_or_upn.to_string()))
+        found
+            .map(|i| &self.users[i])
+            .ok_or_else(|| TenantError::UserNotFound(id_or_upn.to_string()))
     }
 
     /// A user by scenario key (`megan`), object id, UPN or `29:` id: how the control API names users.
     pub fn user_by_handle(&self, handle: &str) -> Result<&User, TenantError> {
-        self.users
-            .iter()
-            .find(|u| u.key.eq_ignore_ascii_case(handle) || u.mri == handle)
-            .map(Ok)
-            .unwrap_or_else(|| self.user(handle))
+        match self
+            .index
+            .user_by_key(handle)
+            .or_else(|| self.index.user_by_mri(handle))
+        {
+            Some(i) => Ok(&self.users[i]),
+            None => self.user(handle),
+        }
     }
 
     /// A team by key, display name, group id or thread id.
@@ -446,11 +451,11 @@ impl Tenant {
     }
 
     pub fn user_by_id(&self, id: Uuid) -> Option<&User> {
-        self.users.iter().find(|u| u.id == id)
+        self.index.user_by_id(id).map(|i| &self.users[i])
     }
 
     pub fn user_by_mri(&self, mri: &str) -> Option<&User> {
-        self.users.iter().find(|u| u.mri == mri)
+        self.index.user_by_mri(mri).map(|i| &self.users[i])
     }
 
     pub fn team(&self, id: &str) -> Result<&Team, TenantError> {
@@ -481,9 +486,9 @@ impl Tenant {
         scope: InstallScope,
         catalog_app: Uuid,
     ) -> Option<&Installation> {
-        self.installations
-            .iter()
-            .find(|i| i.scope == scope && i.catalog_app == catalog_app)
+        self.index
+            .installation(scope, catalog_app)
+            .map(|i| &self.installations[i])
     }
 
     /// Whether the bot is installed where a user can reach it in personal scope.
@@ -522,13 +527,18 @@ impl Tenant {
                 "With delegated permissions, only the signed-in user's chats can be listed.".into(),
             ));
         }
-        Ok(self.chats.iter().filter(|c| c.user == user).collect())
+        // every chat is a 1:1 chat with the bot of a catalog app
+        Ok(self
+            .catalog
+            .iter()
+            .filter_map(|a| a.bot_id)
+            .filter_map(|bot| self.personal_chat(user, bot))
+            .collect())
     }
 
     /// The 1:1 chat of `user` and `bot`, once either opened it.
     pub fn personal_chat(&self, user: Uuid, bot: Uuid) -> Option<&Chat> {
-        let id = ids::one_on_one_chat_id(bot, user);
-        self.chats.iter().find(|c| c.id == id)
+        self.chat(&ids::one_on_one_chat_id(bot, user))
     }
 
     /// The bot of the tenant's first app that has one: the bot a person means when they name none.
@@ -538,15 +548,11 @@ impl Tenant {
 
     /// A chat by its Graph id or Connector id.
     pub fn chat(&self, id: &str) -> Option<&Chat> {
-        self.chats
-            .iter()
-            .find(|c| c.id == id || c.conversation_id == id)
+        self.index.chat(id).map(|i| &self.chats[i])
     }
 
     pub fn chat_mut(&mut self, id: &str) -> Option<&mut Chat> {
-        self.chats
-            .iter_mut()
-            .find(|c| c.id == id || c.conversation_id == id)
+        self.index.chat(id).map(|i| &mut self.chats[i])
     }
 
     /// A chat a caller may read: app-only tokens with a chat permission read any; a user reads their own.
@@ -580,10 +586,10 @@ impl Tenant {
 
     pub(crate) fn ensure_chat(&mut self, user: Uuid, bot: Uuid, now: DateTime<Utc>) -> &Chat {
         let id = ids::one_on_one_chat_id(bot, user);
-        if let Some(i) = self.chats.iter().position(|c| c.id == id) {
+        if let Some(i) = self.index.chat(&id) {
             return &self.chats[i];
         }
-        self.chats.push(Chat {
+        let chat = Chat {
             conversation_id: ids::personal_conversation_id(&id),
             id,
             user,
@@ -591,7 +597,9 @@ impl Tenant {
             created: now,
             last_updated: now,
             messages: vec![],
-        });
-        self.chats.last().expect("just pushed")
+        };
+        self.index.add_chat(&chat, self.chats.len());
+        self.chats.push(chat);
+        &self.chats[self.chats.len() - 1]
     }
 }
