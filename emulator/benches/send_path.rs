@@ -155,6 +155,12 @@ async fn bench(settings: Settings) -> Result<()> {
         Some(tenant.path()),
     )?
     .0;
+    println!(
+        "servers: bare pid {}, --bot-auth none pid {}, signed pid {} (for a profiler to attach)",
+        bare.child.id(),
+        none.child.id(),
+        signed.child.id()
+    );
     let chats_none = install_for_every_user(&http, &none.base()).await?;
     let chats_signed = install_for_every_user(&http, &signed.base()).await?;
     let token = bot_token(&http, &signed.base()).await?;
