@@ -21,12 +21,11 @@
 
 use anyhow::{Context, Result, bail, ensure};
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
-use serde_json::{Value, json};
+use serde_json::json;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -37,13 +36,17 @@ use tokio::net::TcpStream;
 /// Set in the environment of the child that serves the bare handler.
 const BARE_SERVER_ENV: &str = "SEND_PATH_BARE_SERVER";
 const BARE_READY: &str = "send-path bare server listening on http://";
-const EMULATOR_READY: &str = "teams-emulator listening on http://";
-const EMULATOR: &str = env!("CARGO_BIN_EXE_teams-emulator");
 
 /// Users installed in the bench tenant: one 1:1 chat for each connection at the widest level.
 const USERS: usize = 64;
 const MESSAGE: &str = r#"{"type":"message","text":"hi"}"#;
 const TYPING: &str = r#"{"type":"typing"}"#;
+
+mod support;
+use support::{
+    EMULATOR, Server, clock_ticks_per_second, cpu_model, graph, load_average, mib, tenant_file,
+    thousands, token, unreachable_endpoint,
+};
 
 fn main() -> ExitCode {
     if std::env::var_os(BARE_SERVER_ENV).is_some() {
@@ -140,9 +143,9 @@ async fn bench(settings: Settings) -> Result<()> {
     let ready_median = ready[ready.len() / 2];
 
     // 2. the three servers, each with every user's 1:1 chat in place
-    let tenant = bench_tenant()?;
+    let tenant = tenant_file(USERS, &unreachable_endpoint()?)?;
     let http = reqwest::Client::builder().no_proxy().build()?;
-    let bare = Server::bare()?;
+    let bare = Server::this_binary("bare axum server", BARE_SERVER_ENV, BARE_READY)?;
     let none = Server::emulator(
         "emulator --bot-auth none",
         &["--bot-auth", "none", "--no-throttling"],
@@ -867,129 +870,6 @@ fn chunked_len(body: &[u8]) -> std::io::Result<Option<usize>> {
     }
 }
 
-/// A server child process, killed on drop.
-struct Server {
-    name: String,
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Server {
-    fn bare() -> Result<Self> {
-        let mut command = Command::new(std::env::current_exe()?);
-        command.env(BARE_SERVER_ENV, "1");
-        Ok(Self::spawn("bare axum server", command, BARE_READY)?.0)
-    }
-
-    /// `teams-emulator serve --listen 127.0.0.1:0 ARGS [--config FILE]`, and how long it took
-    /// from exec to its ready line.
-    fn emulator(
-        name: &str,
-        args: &[&str],
-        config: Option<&std::path::Path>,
-    ) -> Result<(Self, Duration)> {
-        let mut command = Command::new(EMULATOR);
-        command
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(args);
-        // every install's delivery fails on purpose; a warning for each would bury the figures
-        command.env("RUST_LOG", "error");
-        if let Some(config) = config {
-            command.arg("--config").arg(config);
-        }
-        Self::spawn(name, command, EMULATOR_READY)
-    }
-
-    fn spawn(name: &str, mut command: Command, ready: &str) -> Result<(Self, Duration)> {
-        command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        let started = Instant::now();
-        let mut child = command
-            .spawn()
-            .with_context(|| format!("cannot start the {name} ({command:?})"))?;
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            let mut line = String::new();
-            let read = reader.read_line(&mut line).map(|_| line);
-            let _ = tx.send((read, Instant::now()));
-            // keep the pipe drained so the server never blocks on stdout
-            let _ = std::io::copy(&mut reader, &mut std::io::sink());
-        });
-        let fail = |mut child: Child, why: String| -> anyhow::Error {
-            let _ = child.kill();
-            let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
-            anyhow::anyhow!("the {name} did not start: {why} ({status}; {command:?})")
-        };
-        let (line, at) = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok((Ok(line), at)) => (line, at),
-            Ok((Err(e), _)) => return Err(fail(child, format!("reading its stdout: {e}"))),
-            Err(_) => return Err(fail(child, "no ready line within 30 s".into())),
-        };
-        let addr = line
-            .trim_end()
-            .strip_prefix(ready)
-            .and_then(|a| a.parse::<SocketAddr>().ok());
-        let Some(addr) = addr else {
-            return Err(fail(
-                child,
-                format!("expected a line `{ready}HOST:PORT`, got {line:?}"),
-            ));
-        };
-        let server = Self {
-            name: name.to_string(),
-            child,
-            addr,
-        };
-        Ok((server, at - started))
-    }
-
-    fn base(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn proc_file(&self, file: &str) -> Result<String> {
-        let path = format!("/proc/{}/{file}", self.child.id());
-        std::fs::read_to_string(&path)
-            .with_context(|| format!("the {} is gone ({path})", self.name))
-    }
-
-    fn rss_kib(&self) -> Result<u64> {
-        let status = self.proc_file("status")?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .context("no VmRSS in /proc/PID/status")
-    }
-
-    /// User plus system time of the process, in clock ticks.
-    fn cpu_ticks(&self) -> Result<u64> {
-        let stat = self.proc_file("stat")?;
-        // fields after the parenthesised command name; utime and stime are the 14th and 15th
-        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
-        Ok(field(11).unwrap_or(0) + field(12).unwrap_or(0))
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn clock_ticks_per_second() -> f64 {
-    // SAFETY: sysconf has no preconditions
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if ticks > 0 { ticks as f64 } else { 100.0 }
-}
-
 /// Whether `teams-emulator serve --help` lists a flag.
 fn emulator_has_flag(flag: &str) -> Result<bool> {
     let help = Command::new(EMULATOR)
@@ -1004,55 +884,6 @@ fn emulator_has_flag(flag: &str) -> Result<bool> {
     Ok(String::from_utf8_lossy(&help.stdout).contains(flag))
 }
 
-/// A tenant of [`USERS`] users and the reference bot's app, whose messaging endpoint is a
-/// loopback port nobody listens on (deliveries fail fast and are recorded).
-fn bench_tenant() -> Result<tempfile::NamedTempFile> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let endpoint = format!("http://{}/api/messages", listener.local_addr()?);
-    drop(listener);
-    let mut yaml = format!(
-        "tenants:\n  - name: Send Path Bench\n    id: {}\n    domain: sendpath.onmicrosoft.com\n    users:\n",
-        defaults::TENANT_ID
-    );
-    for k in 0..USERS {
-        writeln!(yaml, "      - {{ name: Bench User {k:03}, key: u{k:03} }}")?;
-    }
-    write!(
-        yaml,
-        "    apps:\n      - name: Proactive Bot\n        client_id: {bot}\n        client_secret: {secret}\n        \
-         messaging_endpoint: {endpoint}\n        permissions: [TeamsAppInstallation.ReadWriteSelfForUser.All, \
-         Chat.Read.All, AppCatalog.Read.All, User.Read.All]\n    catalog:\n      - name: Proactive Bot\n        \
-         manifest_id: {manifest}\n        bot_id: {bot}\n        web_application_id: {bot}\n",
-        bot = defaults::BOT_APP_ID,
-        secret = defaults::BOT_APP_SECRET,
-        manifest = defaults::MANIFEST_ID,
-    )?;
-    let file = tempfile::Builder::new()
-        .prefix("send-path-")
-        .suffix(".tenant.yaml")
-        .tempfile()?;
-    std::fs::write(file.path(), yaml)?;
-    Ok(file)
-}
-
-async fn token(http: &reqwest::Client, url: String, scope: &str) -> Result<String> {
-    let client_id = defaults::BOT_APP_ID.to_string();
-    let form = [
-        ("grant_type", "client_credentials"),
-        ("client_id", client_id.as_str()),
-        ("client_secret", defaults::BOT_APP_SECRET),
-        ("scope", scope),
-    ];
-    let response = http.post(&url).form(&form).send().await?;
-    let status = response.status();
-    let body: Value = response.json().await?;
-    ensure!(status.is_success(), "POST {url}: {status} {body}");
-    body["access_token"]
-        .as_str()
-        .map(str::to_string)
-        .with_context(|| format!("POST {url}: no access_token in {body}"))
-}
-
 async fn bot_token(http: &reqwest::Client, base: &str) -> Result<String> {
     token(
         http,
@@ -1060,32 +891,6 @@ async fn bot_token(http: &reqwest::Client, base: &str) -> Result<String> {
         "https://api.botframework.com/.default",
     )
     .await
-}
-
-/// GET or POST through Graph, expecting `expect`; the JSON answer.
-async fn graph(
-    http: &reqwest::Client,
-    token: &str,
-    url: String,
-    body: Option<&Value>,
-    expect: u16,
-) -> Result<Value> {
-    let request = match body {
-        Some(body) => http.post(&url).json(body),
-        None => http.get(&url),
-    };
-    let response = request.bearer_auth(token).send().await?;
-    let status = response.status();
-    let text = response.text().await?;
-    ensure!(
-        status.as_u16() == expect,
-        "{url}: expected {expect}, got {status}: {text}"
-    );
-    Ok(if text.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text)?
-    })
 }
 
 /// Installs the bot for every user through Graph, as a proactive bot does; each user's 1:1 chat id.
@@ -1162,55 +967,12 @@ async fn install_for_every_user(http: &reqwest::Client, base: &str) -> Result<Ve
     Ok(chats)
 }
 
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("model name"))
-                .map(|l| l.trim_start_matches([' ', '\t', ':']).to_string())
-        })
-        .unwrap_or_else(|| String::from("unknown CPU"))
-}
-
-/// Other work on the machine skews every figure: say how busy it was.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| {
-            let mut f = s.split_whitespace();
-            Some(format!(
-                "load average {} {} {}",
-                f.next()?,
-                f.next()?,
-                f.next()?
-            ))
-        })
-        .unwrap_or_default()
-}
-
-fn mib(kib: u64) -> f64 {
-    kib as f64 / 1024.0
-}
-
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
 fn bytes_per(before_kib: u64, after_kib: u64, n: u64) -> f64 {
     (after_kib as f64 - before_kib as f64) * 1024.0 / n as f64
-}
-
-fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// The reference point: an axum handler that parses the JSON body and answers 201, nothing else.
