@@ -107,23 +107,36 @@ impl Server {
     }
 
     pub fn rss_kib(&self) -> Result<u64> {
+        self.status_kib("VmRSS:")
+    }
+
+    /// The most it was ever resident (VmHWM).
+    pub fn peak_rss_kib(&self) -> Result<u64> {
+        self.status_kib("VmHWM:")
+    }
+
+    fn status_kib(&self, field: &str) -> Result<u64> {
         let status = self.proc_file("status")?;
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .context("no VmRSS in /proc/PID/status")
+            .with_context(|| format!("no {field} in /proc/PID/status"))
     }
 
     /// User plus system time of the process, in clock ticks.
     pub fn cpu_ticks(&self) -> Result<u64> {
-        let stat = self.proc_file("stat")?;
-        // fields after the parenthesised command name; utime and stime are the 14th and 15th
-        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
-        Ok(field(11).unwrap_or(0) + field(12).unwrap_or(0))
+        Ok(cpu_ticks_in(&self.proc_file("stat")?))
     }
+}
+
+/// User plus system time in a `/proc/{pid}/stat` line, in clock ticks.
+pub fn cpu_ticks_in(stat: &str) -> u64 {
+    // fields after the parenthesised command name; utime and stime are the 14th and 15th
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+    field(11).unwrap_or(0) + field(12).unwrap_or(0)
 }
 
 impl Drop for Server {
