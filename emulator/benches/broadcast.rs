@@ -7,9 +7,12 @@
 //!
 //! `cargo bench -p teams-emulator --bench broadcast`
 //!
-//! The emulator is the `teams-emulator serve --no-throttling` child process (so its memory is
-//! its own, read from `/proc/{pid}/status`); the bot runs in this process with its SQLite store
-//! in a temporary folder, as `proactive-bot` would. `BROADCAST_USERS` sets the tenant sizes
+//! The emulator runs in a child process of its own (so its memory is its own, read from
+//! `/proc/{pid}/status`): this bench binary again, with `BROADCAST_EMULATOR_USERS=N`, serving
+//! the library's `Emulator` with a tenant built through `EmulatorConfig` (a `serve --config` file
+//! stops at about 50,000 users: the YAML reader's node budget), signed delivery, limits off.
+//! The bot runs in this process with its SQLite store in a temporary folder, as `proactive-bot`
+//! would. `BROADCAST_USERS` sets the tenant sizes
 //! (default `10000,100000`), `BROADCAST_BUDGET_SECS` how long a size may run (300): past it the
 //! run stops and reports how many users were welcomed by then.
 //! Run without `--bench` (`cargo test --benches`) it makes a quick pass with 200 users.
@@ -22,10 +25,11 @@ use serde_json::{Value, json};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use support::{
-    Server, clock_ticks_per_second, cpu_model, cpu_ticks_in, graph, load_average, mib, tenant_file,
-    thousands, token,
+    Server, clock_ticks_per_second, cpu_model, cpu_ticks_in, graph, load_average, mib, thousands,
+    token,
 };
-use teams_emulator::defaults;
+use teams_emulator::config::{AppRegistrationSpec, TenantSpec, UserSpec};
+use teams_emulator::{BotAuth, Emulator, EmulatorConfig, defaults};
 
 /// The targets at 100,000 users.
 const TARGET_WALL: Duration = Duration::from_secs(60);
@@ -34,8 +38,17 @@ const TARGET_USERS: usize = 100_000;
 /// How often progress is printed (and the budget checked).
 const PROGRESS_EVERY: Duration = Duration::from_secs(15);
 
+/// Set in the environment of the child that serves the emulator: the tenant's size.
+const EMULATOR_USERS_ENV: &str = "BROADCAST_EMULATOR_USERS";
+/// And the bot's messaging endpoint.
+const BOT_ENDPOINT_ENV: &str = "BROADCAST_BOT_ENDPOINT";
+const EMULATOR_READY: &str = "broadcast emulator listening on http://";
+
 #[tokio::main]
 async fn main() -> ExitCode {
+    if let Ok(users) = std::env::var(EMULATOR_USERS_ENV) {
+        return serve_emulator(&users).await;
+    }
     match bench().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -135,7 +148,7 @@ async fn bench() -> Result<()> {
         );
     }
     println!(
-        "start = exec to ready line (tenant file parsed); install = until the bot answered \
+        "start = exec to ready line (tenant built); install = until the bot answered \
          /api/install; settled = until the emulator had no delivery pending; by event = users \
          welcomed from conversationUpdate rather than by the install run; RSS = the emulator's \
          after start-up, peak = its VmHWM; CPU = seconds of the emulator process / of this one \
@@ -180,11 +193,14 @@ async fn broadcast(users: usize, budget: Duration) -> Result<Figures> {
     let dir = tempfile::tempdir()?;
     // the bot's port, reserved so the tenant file can name its messaging endpoint
     let bot_addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-    let tenant = tenant_file(users, &format!("http://{bot_addr}/api/messages"))?;
-    let (emulator, startup) = Server::emulator(
+    let endpoint = format!("http://{bot_addr}/api/messages");
+    let (emulator, startup) = Server::this_binary(
         "emulator for the broadcast",
-        &["--no-throttling"],
-        Some(tenant.path()),
+        &[
+            (EMULATOR_USERS_ENV, &users.to_string()),
+            (BOT_ENDPOINT_ENV, &endpoint),
+        ],
+        EMULATOR_READY,
     )?;
     let rss_start_kib = emulator.rss_kib()?;
     println!(
@@ -366,4 +382,52 @@ async fn welcomed(bot: &BotHandle) -> Result<usize> {
 
 fn self_cpu_ticks() -> u64 {
     cpu_ticks_in(&std::fs::read_to_string("/proc/self/stat").unwrap_or_default())
+}
+
+/// The child: the default tenant's bot and catalog, `users` generated users, until killed.
+async fn serve_emulator(users: &str) -> ExitCode {
+    let Ok(users) = users.parse::<usize>() else {
+        eprintln!("{EMULATOR_USERS_ENV} must be a number, not {users:?}");
+        return ExitCode::FAILURE;
+    };
+    let endpoint = std::env::var(BOT_ENDPOINT_ENV).ok();
+    let mut config = EmulatorConfig::default_tenant();
+    let base = config.tenants[0].clone();
+    config.tenants = vec![TenantSpec {
+        users: (0..users)
+            .map(|i| UserSpec {
+                name: format!("User {i:06}"),
+                key: Some(format!("user{i:06}")),
+                upn: None,
+                id: None,
+                password: None,
+                admin: false,
+                job_title: None,
+            })
+            .collect(),
+        teams: vec![],
+        apps: vec![AppRegistrationSpec {
+            messaging_endpoint: endpoint,
+            ..base.apps[0].clone()
+        }],
+        ..base
+    }];
+    let started = Emulator::builder()
+        .config(config)
+        .bot_auth(BotAuth::Signed)
+        .throttling(false)
+        .start()
+        .await;
+    match started {
+        Ok(emulator) => {
+            println!("{EMULATOR_READY}{}", emulator.addr());
+            let _ = std::io::Write::flush(&mut std::io::stdout());
+            std::future::pending::<()>().await;
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("broadcast emulator: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

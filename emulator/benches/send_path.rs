@@ -145,7 +145,7 @@ async fn bench(settings: Settings) -> Result<()> {
     // 2. the three servers, each with every user's 1:1 chat in place
     let tenant = tenant_file(USERS, &unreachable_endpoint()?)?;
     let http = reqwest::Client::builder().no_proxy().build()?;
-    let bare = Server::this_binary("bare axum server", BARE_SERVER_ENV, BARE_READY)?;
+    let bare = Server::this_binary("bare axum server", &[(BARE_SERVER_ENV, "1")], BARE_READY)?.0;
     let none = Server::emulator(
         "emulator --bot-auth none",
         &["--bot-auth", "none", "--no-throttling"],

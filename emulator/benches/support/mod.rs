@@ -23,11 +23,12 @@ pub struct Server {
 }
 
 impl Server {
-    /// This bench binary again, told by `env` to serve something else.
-    pub fn this_binary(name: &str, env: &str, ready: &str) -> Result<Self> {
+    /// This bench binary again, told by `env` to serve something else; how long it took from
+    /// exec to its ready line.
+    pub fn this_binary(name: &str, env: &[(&str, &str)], ready: &str) -> Result<(Self, Duration)> {
         let mut command = Command::new(std::env::current_exe()?);
-        command.env(env, "1");
-        Ok(Self::spawn(name, command, ready)?.0)
+        command.envs(env.iter().copied());
+        Self::spawn(name, command, ready)
     }
 
     /// `teams-emulator serve --listen 127.0.0.1:0 ARGS [--config FILE]`, and how long it took
