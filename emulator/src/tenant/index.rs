@@ -80,3 +80,49 @@ impl Index {
             .collect();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Tenant, User};
+    use proptest::prelude::*;
+    use uuid::Uuid;
+
+    fn user(n: u128, key: &str) -> User {
+        User {
+            id: Uuid::from_u128(n),
+            key: key.to_string(),
+            user_principal_name: format!("{key}@contoso.onmicrosoft.com"),
+            display_name: key.to_string(),
+            given_name: key.to_string(),
+            surname: String::new(),
+            mail: String::new(),
+            job_title: None,
+            password: String::new(),
+            admin: false,
+            mri: format!("29:{n}"),
+            blocked_bots: Default::default(),
+        }
+    }
+
+    proptest! {
+        /// The index finds whom a scan of the directory would, whatever the case of the name.
+        #[test]
+        fn lookups_agree_with_a_scan(
+            keys in proptest::collection::vec("[a-c]{1,3}", 1..12),
+            probe in "[a-cA-C]{1,3}",
+        ) {
+            let users: Vec<User> = keys.iter().enumerate().map(|(i, k)| user(i as u128 + 1, k)).collect();
+            let tenant = Tenant::new(Uuid::nil(), "T".into(), "t".into(), users.clone(), vec![], vec![], vec![]);
+            let scan_key = users.iter().find(|u| u.key.eq_ignore_ascii_case(&probe));
+            let upn = format!("{probe}@CONTOSO.onmicrosoft.com");
+            let scan_upn = users.iter().find(|u| u.user_principal_name.eq_ignore_ascii_case(&upn));
+            prop_assert_eq!(tenant.user_by_handle(&probe).ok().map(|u| u.id), scan_key.map(|u| u.id));
+            prop_assert_eq!(tenant.user(&upn).ok().map(|u| u.id), scan_upn.map(|u| u.id));
+            for u in &users {
+                prop_assert_eq!(tenant.user_by_id(u.id).map(|x| x.id), Some(u.id));
+                prop_assert_eq!(tenant.user_by_mri(&u.mri).map(|x| x.id), Some(u.id));
+                prop_assert_eq!(tenant.user(&u.id.to_string()).ok().map(|x| x.id), Some(u.id));
+            }
+        }
+    }
+}
