@@ -49,7 +49,7 @@ use crate::clock::Clock;
 use crate::config::{EmulatorConfig, defaults};
 use crate::delivery::DeliveryRecord;
 use crate::identity::SigningKey;
-use crate::limits::{EarlyRetry, FaultSpec, FaultState};
+use crate::limits::{EarlyRetry, Fault, FaultState};
 use crate::server::{self, AppState, BotAuth};
 use crate::shutdown::Shutdown;
 use crate::state::Settings;
@@ -280,18 +280,19 @@ impl EmulatorHandle {
     }
 
     /// Injects a fault: the next matching calls (or each, with a probability) answer its status.
-    /// `about` may name a user (key, UPN or id), a team, or a conversation, as the control API's
-    /// `POST /_emulator/faults` takes it.
-    pub fn fault(&self, fault: impl Into<FaultSpec>) -> Result<(), FaultRejected> {
-        let mut spec = fault.into();
-        if let Some(about) = &spec.about {
-            let world = self.state.world();
-            spec.about = Some(
-                crate::control::resolve_about(&world, spec.operation, about)
-                    .map_err(FaultRejected)?,
-            );
-        }
-        self.state.limits.add_fault(spec).map_err(FaultRejected)
+    /// Its target is named as people name it (a user by key, UPN or id, a team, a channel, a
+    /// conversation), as the scenario step and `POST /_emulator/faults` take it:
+    ///
+    /// ```no_run
+    /// # async fn f(emulator: teams_emulator::EmulatorHandle) {
+    /// use teams_emulator::{Fault, Operation};
+    /// emulator
+    ///     .fault(Fault::on(Operation::Send).status(429).retry_after(2).for_user("megan"))
+    ///     .expect("megan is a user of the tenant");
+    /// # }
+    /// ```
+    pub fn fault(&self, fault: Fault) -> Result<(), FaultRejected> {
+        self.state.inject_fault(&fault).map_err(FaultRejected)
     }
 
     /// The injected faults and how often each fired.

@@ -11,7 +11,7 @@ use crate::clock::Clock;
 use crate::config::EmulatorConfig;
 use crate::delivery::{self, Delivery};
 use crate::identity::SigningKey;
-use crate::limits::Limits;
+use crate::limits::{Fault, Limits};
 use crate::shutdown::Shutdown;
 use crate::tenant::{TeamsEvent, World};
 use chrono::{DateTime, Utc};
@@ -151,6 +151,13 @@ impl AppState {
     /// Applies a rule that tells no bot anything.
     pub fn mutate<R>(&self, rule: impl FnOnce(&mut World) -> R) -> R {
         rule(&mut self.lock())
+    }
+
+    /// Queues `fault` with the limits, its target resolved under the world lock to the name
+    /// calls give the limits: the one way the control API, the handle and scenarios inject one.
+    pub fn inject_fault(&self, fault: &Fault) -> Result<(), String> {
+        let spec = self.read(|world| fault.resolve(world))?;
+        self.limits.add_fault(spec)
     }
 
     /// Back to the state the emulator started in: its tenants as configured (bots keep the

@@ -185,13 +185,9 @@ impl Run<'_> {
             target,
             ..f.clone()
         };
-        let spec = fault
-            .resolve(&self.emulator.state().world())
-            .map_err(Failure::plain)?;
         self.emulator
             .state()
-            .limits
-            .add_fault(spec)
+            .inject_fault(&fault)
             .map_err(Failure::plain)
     }
 
