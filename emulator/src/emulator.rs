@@ -235,23 +235,31 @@ impl EmulatorHandle {
     /// An HTTP client for this emulator's token endpoint, Graph, Bot Connector and control API,
     /// acting as the first tenant's bot (see [`EmulatorClient`]).
     pub fn client(&self) -> EmulatorClient {
-        let world = self.state.world();
-        let tenant = world.tenants.first();
-        let bot = tenant.and_then(|t| {
-            let app = t.catalog.iter().find(|a| a.bot_id.is_some())?;
-            let bot = app.bot_id?;
-            let registration = t.registrations.iter().find(|r| r.client_id == bot)?;
-            Some(ClientBot {
-                app_id: bot,
-                secret: registration.client_secret.clone(),
-                manifest_id: app.external_id,
-            })
+        let (tenant, domain, bot) = self.state.read(|world| {
+            let tenant = world.tenants.first();
+            let bot = tenant.and_then(|t| {
+                let app = t.catalog.iter().find(|a| a.bot_id.is_some())?;
+                let bot = app.bot_id?;
+                let registration = t.registrations.iter().find(|r| r.client_id == bot)?;
+                Some(ClientBot {
+                    app_id: bot,
+                    secret: registration.client_secret.clone(),
+                    manifest_id: app.external_id,
+                })
+            });
+            (
+                tenant.map_or(defaults::TENANT_ID, |t| t.id),
+                tenant
+                    .map_or("contoso.onmicrosoft.com", |t| t.domain.as_str())
+                    .to_string(),
+                bot.unwrap_or_default(),
+            )
         });
         EmulatorClient::new(
             &self.url(),
-            tenant.map_or(defaults::TENANT_ID, |t| t.id),
-            tenant.map_or("contoso.onmicrosoft.com", |t| t.domain.as_str()),
-            bot.unwrap_or_default(),
+            tenant,
+            &domain,
+            bot,
             self.state.bot_auth == BotAuth::Signed,
             self.ca_pem.as_deref(),
         )
@@ -318,16 +326,17 @@ impl EmulatorHandle {
 
     /// A user of the emulated tenants, by key (`megan`), UPN, object id or `29:` id.
     pub fn user(&self, handle: &str) -> Option<TenantUser> {
-        let world = self.state.world();
-        world.tenants.iter().find_map(|t| {
-            let u = t.user_by_handle(handle).ok()?;
-            Some(TenantUser {
-                id: u.id,
-                tenant_id: t.id,
-                key: u.key.clone(),
-                user_principal_name: u.user_principal_name.clone(),
-                display_name: u.display_name.clone(),
-                mri: u.mri.clone(),
+        self.state.read(|world| {
+            world.tenants.iter().find_map(|t| {
+                let u = t.user_by_handle(handle).ok()?;
+                Some(TenantUser {
+                    id: u.id,
+                    tenant_id: t.id,
+                    key: u.key.clone(),
+                    user_principal_name: u.user_principal_name.clone(),
+                    display_name: u.display_name.clone(),
+                    mri: u.mri.clone(),
+                })
             })
         })
     }
@@ -335,25 +344,26 @@ impl EmulatorHandle {
     /// A team of the emulated tenants, by key (`mark8`), display name, group id or thread id.
     /// Graph lists no teams, so this is how a test learns the ids a bot would be told.
     pub fn team(&self, handle: &str) -> Option<TenantTeam> {
-        let world = self.state.world();
-        world.tenants.iter().find_map(|t| {
-            let team = t.team_by_handle(handle).ok()?;
-            Some(TenantTeam {
-                id: team.id,
-                tenant_id: t.id,
-                key: team.key.clone(),
-                display_name: team.display_name.clone(),
-                general_channel_id: team.thread_id.clone(),
-                channels: team
-                    .channels
-                    .iter()
-                    .map(|c| TeamChannel {
-                        id: c.id.clone(),
-                        display_name: c.display_name.clone(),
-                        general: c.general,
-                    })
-                    .collect(),
-                members: team.members.iter().map(|m| m.user).collect(),
+        self.state.read(|world| {
+            world.tenants.iter().find_map(|t| {
+                let team = t.team_by_handle(handle).ok()?;
+                Some(TenantTeam {
+                    id: team.id,
+                    tenant_id: t.id,
+                    key: team.key.clone(),
+                    display_name: team.display_name.clone(),
+                    general_channel_id: team.thread_id.clone(),
+                    channels: team
+                        .channels
+                        .iter()
+                        .map(|c| TeamChannel {
+                            id: c.id.clone(),
+                            display_name: c.display_name.clone(),
+                            general: c.general,
+                        })
+                        .collect(),
+                    members: team.members.iter().map(|m| m.user).collect(),
+                })
             })
         })
     }
@@ -513,20 +523,21 @@ impl Filter {
         let user = match &self.user {
             None => None,
             Some(handle) => {
-                let world = self.state.world();
-                let found = world.tenants.iter().find_map(|t| {
-                    let u = t.user_by_handle(handle).ok()?;
-                    let conversations = t
-                        .catalog
-                        .iter()
-                        .filter_map(|a| a.bot_id)
-                        .map(|bot| {
-                            crate::ids::personal_conversation_id(&crate::ids::one_on_one_chat_id(
-                                bot, u.id,
-                            ))
-                        })
-                        .collect();
-                    Some((u.id.to_string(), u.mri.clone(), conversations))
+                let found = self.state.read(|world| {
+                    world.tenants.iter().find_map(|t| {
+                        let u = t.user_by_handle(handle).ok()?;
+                        let conversations = t
+                            .catalog
+                            .iter()
+                            .filter_map(|a| a.bot_id)
+                            .map(|bot| {
+                                crate::ids::personal_conversation_id(
+                                    &crate::ids::one_on_one_chat_id(bot, u.id),
+                                )
+                            })
+                            .collect();
+                        Some((u.id.to_string(), u.mri.clone(), conversations))
+                    })
                 });
                 match found {
                     Some(found) => Some(found),

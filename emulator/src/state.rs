@@ -4,8 +4,9 @@
 //!
 //! A request takes the world lock once: [`AppState::read`] for a query, [`AppState::change`] to
 //! apply a rule, build the activities the change causes and hand them to delivery under that
-//! same lock (so bots hear events in the order they happened). Both take a closure, so the lock
-//! can never be held across an `.await`.
+//! same lock (so bots hear events in the order they happened), [`AppState::mutate`] for a change
+//! no bot hears of. Each takes a closure and no guard is ever handed out, so the lock can never
+//! be held across an `.await`.
 
 use crate::clock::Clock;
 use crate::config::EmulatorConfig;
@@ -102,13 +103,6 @@ impl AppState {
         // A panic while holding the lock leaves consistent data (every change is one step), so
         // keep serving rather than poisoning every later request.
         self.0.world.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The world, locked: for the scenario runner and older tests until they read through
-    /// [`AppState::read`] and the public API. Never hold it across an `.await`.
-    #[doc(hidden)]
-    pub fn world(&self) -> MutexGuard<'_, World> {
-        self.lock()
     }
 
     /// Whether some tenant has the app registration `app_id`.
