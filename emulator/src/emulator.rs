@@ -604,6 +604,27 @@ impl Resolved<'_> {
             .find(|r| self.matches(&r.activity))
             .map(|r| r.activity.clone())
     }
+
+    /// Looks at the delivery records, less often as time goes by, until one matches (`Ok`, with
+    /// the records there were then) or `within` has passed (`Err`, with every record there was):
+    /// what both kinds of expectation wait for, each reading the outcome its own way.
+    async fn first_within(
+        &self,
+        within: Duration,
+    ) -> Result<(Value, Vec<DeliveryRecord>), Vec<DeliveryRecord>> {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut wait = Duration::from_millis(5);
+        loop {
+            let records = self.filter.state.delivery.records();
+            if let Some(found) = self.first_match(&records) {
+                return Ok((found, records));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(records);
+            }
+            pause(&mut wait, deadline).await;
+        }
+    }
 }
 
 /// The pause before the next look at the records: short at first, never past the deadline.
@@ -650,21 +671,13 @@ impl ActivityExpectation {
     /// The first matching activity, or, once the time is up, what did arrive instead.
     pub async fn await_ok(self) -> Result<Value, ExpectationFailed> {
         let resolved = self.filter.resolve(self.within)?;
-        let deadline = tokio::time::Instant::now() + self.within;
-        let mut wait = Duration::from_millis(5);
-        loop {
-            let records = self.filter.state.delivery.records();
-            if let Some(found) = resolved.first_match(&records) {
-                return Ok(found);
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(ExpectationFailed {
-                    expected: self.filter.describe(self.within),
-                    problem: "none arrived".into(),
-                    records,
-                });
-            }
-            pause(&mut wait, deadline).await;
+        match resolved.first_within(self.within).await {
+            Ok((found, _)) => Ok(found),
+            Err(records) => Err(ExpectationFailed {
+                expected: self.filter.describe(self.within),
+                problem: "none arrived".into(),
+                records,
+            }),
         }
     }
 }
@@ -719,21 +732,13 @@ impl NoActivityExpectation {
     /// `Ok` once the window has passed without a matching activity; fails as soon as one arrives.
     pub async fn await_ok(self) -> Result<(), ExpectationFailed> {
         let resolved = self.filter.resolve(self.within)?;
-        let deadline = tokio::time::Instant::now() + self.within;
-        let mut wait = Duration::from_millis(5);
-        loop {
-            let records = self.filter.state.delivery.records();
-            if let Some(found) = resolved.first_match(&records) {
-                return Err(ExpectationFailed {
-                    expected: format!("no{}", &self.filter.describe(self.within)[1..]),
-                    problem: format!("one arrived: {}", summarize(&found)),
-                    records,
-                });
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Ok(());
-            }
-            pause(&mut wait, deadline).await;
+        match resolved.first_within(self.within).await {
+            Ok((found, records)) => Err(ExpectationFailed {
+                expected: format!("no{}", &self.filter.describe(self.within)[1..]),
+                problem: format!("one arrived: {}", summarize(&found)),
+                records,
+            }),
+            Err(_) => Ok(()),
         }
     }
 }
