@@ -1,10 +1,11 @@
-//! The emulator's own API under `/_emulator`: health, the transcript and delivery outcomes, and
-//! acting as Teams' users without a token (write in a chat or channel, join or leave a team,
-//! block a bot). Users and teams are named by key (`megan`, `mark8`), id or UPN; `?tenant=`
-//! picks a tenant other than the first.
+//! The emulator's own API under `/_emulator`: health, the transcript and delivery outcomes,
+//! faults injected on purpose, and acting as Teams' users without a token (write in a chat or
+//! channel, join or leave a team, block a bot). Users and teams are named by key (`megan`,
+//! `mark8`), id or UPN; `?tenant=` picks a tenant other than the first.
 
 use crate::graph::GraphError;
 use crate::graph::messages::{user_sends_in_channel, user_sends_in_chat};
+use crate::limits::Fault;
 use crate::server::AppState;
 use crate::tenant::Tenant;
 use axum::Router;
@@ -101,51 +102,15 @@ async fn health(State(state): State<AppState>) -> axum::Json<Value> {
     }))
 }
 
-/// `{"operation": "send", "status": 429, "retryAfter"…}`: see [`crate::limits::FaultSpec`].
+/// `{"operation": "send", "status": 429, "retry_after": 2, "user": "megan"}`: a [`Fault`], with
+/// the fields of the scenario step (`docs/scenarios.md`).
 async fn add_fault(State(state): State<AppState>, body: Bytes) -> Result<Response, GraphError> {
-    let mut spec: crate::limits::FaultSpec = serde_json::from_slice(&body).map_err(|e| GraphError::bad_request(format!("Not a fault: {e}. Give operation (send, roster, graph_read, graph_install, graph_uninstall), status, and optionally code, message, retry_after, times, probability, about.")))?;
-    if let Some(about) = &spec.about {
-        let resolved = state.read(|world| resolve_about(world, spec.operation, about));
-        spec.about = Some(resolved.map_err(GraphError::bad_request)?);
-    }
+    let fault: Fault = serde_json::from_slice(&body)
+        .map_err(|e| GraphError::bad_request(format!("Not a fault: {e}. {}", Fault::FIELDS)))?;
     state
-        .limits
-        .add_fault(spec)
+        .inject_fault(&fault)
         .map_err(GraphError::bad_request)?;
     Ok(StatusCode::CREATED.into_response())
-}
-
-/// What a fault is about, as calls name it to the limits: for the Connector a chat's Graph id or
-/// a channel's id (from any conversation id, a user — their chat with the bot — or a team); for
-/// Graph a user's or team's object id (from a key, UPN or id).
-pub(crate) fn resolve_about(
-    world: &crate::tenant::World,
-    operation: crate::limits::Operation,
-    about: &str,
-) -> Result<String, String> {
-    use crate::limits::Operation;
-    let connector = matches!(operation, Operation::Send | Operation::Roster);
-    if connector && let Some((_, conversation)) = world.find_conversation(about) {
-        return Ok(crate::connector::limits_key(&conversation));
-    }
-    for t in world.tenants() {
-        if let Ok(u) = t.user_by_handle(about) {
-            return Ok(match (connector, t.bot_app().and_then(|a| a.bot_id)) {
-                (true, Some(bot)) => crate::ids::one_on_one_chat_id(bot, u.id),
-                _ => u.id.to_string(),
-            });
-        }
-        if let Ok(team) = t.team_by_handle(about) {
-            return Ok(if connector {
-                team.thread_id.clone()
-            } else {
-                team.id.to_string()
-            });
-        }
-    }
-    Err(format!(
-        "'{about}' names no conversation, user or team of the emulated tenants"
-    ))
 }
 
 /// A live page of the conversations, deliveries and faults, for a person watching a bot.

@@ -49,7 +49,7 @@ use crate::clock::Clock;
 use crate::config::{EmulatorConfig, defaults};
 use crate::delivery::DeliveryRecord;
 use crate::identity::SigningKey;
-use crate::limits::{EarlyRetry, FaultSpec, FaultState};
+use crate::limits::{EarlyRetry, Fault, FaultState};
 use crate::server::{self, AppState, BotAuth};
 use crate::shutdown::Shutdown;
 use crate::state::Settings;
@@ -235,23 +235,31 @@ impl EmulatorHandle {
     /// An HTTP client for this emulator's token endpoint, Graph, Bot Connector and control API,
     /// acting as the first tenant's bot (see [`EmulatorClient`]).
     pub fn client(&self) -> EmulatorClient {
-        let world = self.state.world();
-        let tenant = world.tenants().first();
-        let bot = tenant.and_then(|t| {
-            let app = t.catalog().iter().find(|a| a.bot_id.is_some())?;
-            let bot = app.bot_id?;
-            let registration = t.registrations().iter().find(|r| r.client_id == bot)?;
-            Some(ClientBot {
-                app_id: bot,
-                secret: registration.client_secret.clone(),
-                manifest_id: app.external_id,
-            })
+        let (tenant, domain, bot) = self.state.read(|world| {
+            let tenant = world.tenants().first();
+            let bot = tenant.and_then(|t| {
+                let app = t.catalog().iter().find(|a| a.bot_id.is_some())?;
+                let bot = app.bot_id?;
+                let registration = t.registrations().iter().find(|r| r.client_id == bot)?;
+                Some(ClientBot {
+                    app_id: bot,
+                    secret: registration.client_secret.clone(),
+                    manifest_id: app.external_id,
+                })
+            });
+            (
+                tenant.map_or(defaults::TENANT_ID, |t| t.id),
+                tenant
+                    .map_or("contoso.onmicrosoft.com", |t| t.domain.as_str())
+                    .to_string(),
+                bot.unwrap_or_default(),
+            )
         });
         EmulatorClient::new(
             &self.url(),
-            tenant.map_or(defaults::TENANT_ID, |t| t.id),
-            tenant.map_or("contoso.onmicrosoft.com", |t| t.domain.as_str()),
-            bot.unwrap_or_default(),
+            tenant,
+            &domain,
+            bot,
             self.state.bot_auth == BotAuth::Signed,
             self.ca_pem.as_deref(),
         )
@@ -280,18 +288,19 @@ impl EmulatorHandle {
     }
 
     /// Injects a fault: the next matching calls (or each, with a probability) answer its status.
-    /// `about` may name a user (key, UPN or id), a team, or a conversation, as the control API's
-    /// `POST /_emulator/faults` takes it.
-    pub fn fault(&self, fault: impl Into<FaultSpec>) -> Result<(), FaultRejected> {
-        let mut spec = fault.into();
-        if let Some(about) = &spec.about {
-            let world = self.state.world();
-            spec.about = Some(
-                crate::control::resolve_about(&world, spec.operation, about)
-                    .map_err(FaultRejected)?,
-            );
-        }
-        self.state.limits.add_fault(spec).map_err(FaultRejected)
+    /// Its target is named as people name it (a user by key, UPN or id, a team, a channel, a
+    /// conversation), as the scenario step and `POST /_emulator/faults` take it:
+    ///
+    /// ```no_run
+    /// # async fn f(emulator: teams_emulator::EmulatorHandle) {
+    /// use teams_emulator::{Fault, Operation};
+    /// emulator
+    ///     .fault(Fault::on(Operation::Send).status(429).retry_after(2).for_user("megan"))
+    ///     .expect("megan is a user of the tenant");
+    /// # }
+    /// ```
+    pub fn fault(&self, fault: Fault) -> Result<(), FaultRejected> {
+        self.state.inject_fault(&fault).map_err(FaultRejected)
     }
 
     /// The injected faults and how often each fired.
@@ -317,16 +326,17 @@ impl EmulatorHandle {
 
     /// A user of the emulated tenants, by key (`megan`), UPN, object id or `29:` id.
     pub fn user(&self, handle: &str) -> Option<TenantUser> {
-        let world = self.state.world();
-        world.tenants().iter().find_map(|t| {
-            let u = t.user_by_handle(handle).ok()?;
-            Some(TenantUser {
-                id: u.id,
-                tenant_id: t.id,
-                key: u.key.clone(),
-                user_principal_name: u.user_principal_name.clone(),
-                display_name: u.display_name.clone(),
-                mri: u.mri.clone(),
+        self.state.read(|world| {
+            world.tenants().iter().find_map(|t| {
+                let u = t.user_by_handle(handle).ok()?;
+                Some(TenantUser {
+                    id: u.id,
+                    tenant_id: t.id,
+                    key: u.key.clone(),
+                    user_principal_name: u.user_principal_name.clone(),
+                    display_name: u.display_name.clone(),
+                    mri: u.mri.clone(),
+                })
             })
         })
     }
@@ -334,25 +344,26 @@ impl EmulatorHandle {
     /// A team of the emulated tenants, by key (`mark8`), display name, group id or thread id.
     /// Graph lists no teams, so this is how a test learns the ids a bot would be told.
     pub fn team(&self, handle: &str) -> Option<TenantTeam> {
-        let world = self.state.world();
-        world.tenants().iter().find_map(|t| {
-            let team = t.team_by_handle(handle).ok()?;
-            Some(TenantTeam {
-                id: team.id,
-                tenant_id: t.id,
-                key: team.key.clone(),
-                display_name: team.display_name.clone(),
-                general_channel_id: team.thread_id.clone(),
-                channels: team
-                    .channels
-                    .iter()
-                    .map(|c| TeamChannel {
-                        id: c.id.clone(),
-                        display_name: c.display_name.clone(),
-                        general: c.general,
-                    })
-                    .collect(),
-                members: team.members.iter().map(|m| m.user).collect(),
+        self.state.read(|world| {
+            world.tenants().iter().find_map(|t| {
+                let team = t.team_by_handle(handle).ok()?;
+                Some(TenantTeam {
+                    id: team.id,
+                    tenant_id: t.id,
+                    key: team.key.clone(),
+                    display_name: team.display_name.clone(),
+                    general_channel_id: team.thread_id.clone(),
+                    channels: team
+                        .channels
+                        .iter()
+                        .map(|c| TeamChannel {
+                            id: c.id.clone(),
+                            display_name: c.display_name.clone(),
+                            general: c.general,
+                        })
+                        .collect(),
+                    members: team.members.iter().map(|m| m.user).collect(),
+                })
             })
         })
     }
@@ -512,20 +523,21 @@ impl Filter {
         let user = match &self.user {
             None => None,
             Some(handle) => {
-                let world = self.state.world();
-                let found = world.tenants().iter().find_map(|t| {
-                    let u = t.user_by_handle(handle).ok()?;
-                    let conversations = t
-                        .catalog()
-                        .iter()
-                        .filter_map(|a| a.bot_id)
-                        .map(|bot| {
-                            crate::ids::personal_conversation_id(&crate::ids::one_on_one_chat_id(
-                                bot, u.id,
-                            ))
-                        })
-                        .collect();
-                    Some((u.id.to_string(), u.mri.clone(), conversations))
+                let found = self.state.read(|world| {
+                    world.tenants().iter().find_map(|t| {
+                        let u = t.user_by_handle(handle).ok()?;
+                        let conversations = t
+                            .catalog()
+                            .iter()
+                            .filter_map(|a| a.bot_id)
+                            .map(|bot| {
+                                crate::ids::personal_conversation_id(
+                                    &crate::ids::one_on_one_chat_id(bot, u.id),
+                                )
+                            })
+                            .collect();
+                        Some((u.id.to_string(), u.mri.clone(), conversations))
+                    })
                 });
                 match found {
                     Some(found) => Some(found),
@@ -592,6 +604,27 @@ impl Resolved<'_> {
             .find(|r| self.matches(&r.activity))
             .map(|r| r.activity.clone())
     }
+
+    /// Looks at the delivery records, less often as time goes by, until one matches (`Ok`, with
+    /// the records there were then) or `within` has passed (`Err`, with every record there was):
+    /// what both kinds of expectation wait for, each reading the outcome its own way.
+    async fn first_within(
+        &self,
+        within: Duration,
+    ) -> Result<(Value, Vec<DeliveryRecord>), Vec<DeliveryRecord>> {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut wait = Duration::from_millis(5);
+        loop {
+            let records = self.filter.state.delivery.records();
+            if let Some(found) = self.first_match(&records) {
+                return Ok((found, records));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(records);
+            }
+            pause(&mut wait, deadline).await;
+        }
+    }
 }
 
 /// The pause before the next look at the records: short at first, never past the deadline.
@@ -638,21 +671,13 @@ impl ActivityExpectation {
     /// The first matching activity, or, once the time is up, what did arrive instead.
     pub async fn await_ok(self) -> Result<Value, ExpectationFailed> {
         let resolved = self.filter.resolve(self.within)?;
-        let deadline = tokio::time::Instant::now() + self.within;
-        let mut wait = Duration::from_millis(5);
-        loop {
-            let records = self.filter.state.delivery.records();
-            if let Some(found) = resolved.first_match(&records) {
-                return Ok(found);
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(ExpectationFailed {
-                    expected: self.filter.describe(self.within),
-                    problem: "none arrived".into(),
-                    records,
-                });
-            }
-            pause(&mut wait, deadline).await;
+        match resolved.first_within(self.within).await {
+            Ok((found, _)) => Ok(found),
+            Err(records) => Err(ExpectationFailed {
+                expected: self.filter.describe(self.within),
+                problem: "none arrived".into(),
+                records,
+            }),
         }
     }
 }
@@ -707,21 +732,13 @@ impl NoActivityExpectation {
     /// `Ok` once the window has passed without a matching activity; fails as soon as one arrives.
     pub async fn await_ok(self) -> Result<(), ExpectationFailed> {
         let resolved = self.filter.resolve(self.within)?;
-        let deadline = tokio::time::Instant::now() + self.within;
-        let mut wait = Duration::from_millis(5);
-        loop {
-            let records = self.filter.state.delivery.records();
-            if let Some(found) = resolved.first_match(&records) {
-                return Err(ExpectationFailed {
-                    expected: format!("no{}", &self.filter.describe(self.within)[1..]),
-                    problem: format!("one arrived: {}", summarize(&found)),
-                    records,
-                });
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Ok(());
-            }
-            pause(&mut wait, deadline).await;
+        match resolved.first_within(self.within).await {
+            Ok((found, records)) => Err(ExpectationFailed {
+                expected: format!("no{}", &self.filter.describe(self.within)[1..]),
+                problem: format!("one arrived: {}", summarize(&found)),
+                records,
+            }),
+            Err(_) => Ok(()),
         }
     }
 }

@@ -55,4 +55,5 @@ pub mod tls;
 pub use client::EmulatorClient;
 pub use config::{EmulatorConfig, defaults};
 pub use emulator::{Emulator, EmulatorBuilder, EmulatorHandle, ExpectationFailed};
+pub use limits::{Fault, Operation};
 pub use state::BotAuth;

@@ -4,14 +4,15 @@
 //!
 //! A request takes the world lock once: [`AppState::read`] for a query, [`AppState::change`] to
 //! apply a rule, build the activities the change causes and hand them to delivery under that
-//! same lock (so bots hear events in the order they happened). Both take a closure, so the lock
-//! can never be held across an `.await`.
+//! same lock (so bots hear events in the order they happened), [`AppState::mutate`] for a change
+//! no bot hears of. Each takes a closure and no guard is ever handed out, so the lock can never
+//! be held across an `.await`.
 
 use crate::clock::Clock;
 use crate::config::EmulatorConfig;
 use crate::delivery::{self, Delivery};
 use crate::identity::SigningKey;
-use crate::limits::Limits;
+use crate::limits::{Fault, Limits};
 use crate::shutdown::Shutdown;
 use crate::tenant::{TeamsEvent, World};
 use chrono::{DateTime, Utc};
@@ -104,13 +105,6 @@ impl AppState {
         self.0.world.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The world, locked: for the scenario runner and older tests until they read through
-    /// [`AppState::read`] and the public API. Never hold it across an `.await`.
-    #[doc(hidden)]
-    pub fn world(&self) -> MutexGuard<'_, World> {
-        self.lock()
-    }
-
     /// Whether some tenant has the app registration `app_id`.
     pub fn is_registered(&self, app_id: Uuid) -> bool {
         self.0.registered.contains(&app_id)
@@ -151,6 +145,13 @@ impl AppState {
     /// Applies a rule that tells no bot anything.
     pub fn mutate<R>(&self, rule: impl FnOnce(&mut World) -> R) -> R {
         rule(&mut self.lock())
+    }
+
+    /// Queues `fault` with the limits, its target resolved under the world lock to the name
+    /// calls give the limits: the one way the control API, the handle and scenarios inject one.
+    pub fn inject_fault(&self, fault: &Fault) -> Result<(), String> {
+        let spec = self.read(|world| fault.resolve(world))?;
+        self.limits.add_fault(spec)
     }
 
     /// Back to the state the emulator started in: its tenants as configured (bots keep the

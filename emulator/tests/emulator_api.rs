@@ -6,8 +6,7 @@ mod common;
 use common::*;
 use serde_json::{Value, json};
 use std::time::Duration;
-use teams_emulator::limits::{FaultSpec, Operation};
-use teams_emulator::{BotAuth, defaults};
+use teams_emulator::{BotAuth, Fault, Operation, defaults};
 
 const SHORT: Duration = Duration::from_millis(300);
 
@@ -170,25 +169,18 @@ async fn expect_no_activity_holds_until_one_arrives() {
 #[tokio::test]
 async fn a_fault_injected_through_the_handle_fires_and_is_listed() {
     let env = Env::start(BotAuth::Signed).await;
-    env.client.install_for_user("megan").await.expect("install");
+    let installation = env.client.install_for_user("megan").await.expect("install");
     let conversation = env
         .client
         .create_conversation(&env.user_mri(MEGAN))
         .await
         .expect("a conversation");
-    env.emu
-        .fault(FaultSpec {
-            operation: Operation::Send,
-            status: 503,
-            code: None,
-            message: None,
-            // without a Retry-After, so that the next send is not an early retry
-            retry_after: None,
-            times: Some(1),
-            probability: None,
-            about: Some("megan".into()),
-        })
-        .expect("a valid fault");
+    // without a Retry-After, so that the next send is not an early retry
+    let fault = Fault::on(Operation::Send)
+        .status(503)
+        .times(1)
+        .about("megan");
+    env.emu.fault(fault.clone()).expect("a valid fault");
     let refused = env
         .client
         .connector_send(&conversation, &message("first"))
@@ -198,6 +190,8 @@ async fn a_fault_injected_through_the_handle_fires_and_is_listed() {
     let faults = env.emu.faults();
     assert_eq!(faults.len(), 1);
     assert_eq!(faults[0].fired, 1);
+    // listed as the limits match it: megan's chat with the bot
+    assert_eq!(faults[0].spec.about, Some(installation.chat_id));
     let sent = env
         .client
         .connector_send(&conversation, &message("second"))
@@ -205,15 +199,9 @@ async fn a_fault_injected_through_the_handle_fires_and_is_listed() {
         .expect("the fault fired once");
     assert!(sent["id"].is_string(), "{sent}");
 
-    let bad = FaultSpec {
-        status: 200,
-        ..faults[0].spec.clone()
-    };
+    let bad = fault.clone().status(200);
     assert!(env.emu.fault(bad).is_err());
-    let nobody = FaultSpec {
-        about: Some("nobody-at-all".into()),
-        ..faults[0].spec.clone()
-    };
+    let nobody = fault.about("nobody-at-all");
     let rejected = env.emu.fault(nobody).expect_err("names nobody");
     assert!(rejected.to_string().contains("nobody-at-all"), "{rejected}");
     env.emu.clear_faults();
@@ -226,16 +214,7 @@ async fn reset_through_the_handle_forgets_installs_deliveries_and_faults() {
     env.client.install_for_user("megan").await.expect("install");
     assert!(env.emu.settle(DEADLINE).await);
     env.emu
-        .fault(FaultSpec {
-            operation: Operation::Send,
-            status: 500,
-            code: None,
-            message: None,
-            retry_after: None,
-            times: None,
-            probability: None,
-            about: None,
-        })
+        .fault(Fault::on(Operation::Send).status(500))
         .expect("a fault");
     env.emu.reset();
     assert!(env.emu.deliveries().is_empty());

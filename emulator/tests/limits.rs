@@ -245,3 +245,48 @@ async fn a_fault_names_its_user_or_conversation_any_way_the_bot_does() {
         201
     );
 }
+
+#[tokio::test]
+async fn the_control_api_takes_the_fault_steps_fields_and_lists_them_when_refusing() {
+    let env = Env::start(BotAuth::Signed).await;
+    env.install_for(MEGAN).await;
+    let token = env.bot_token().await;
+    let conversation = env.open_conversation(Some(&token), MEGAN).await;
+    let faults = env.url("/_emulator/faults");
+    let (status, body) = env
+        .call(
+            Method::POST,
+            &faults,
+            None,
+            Some(json!({"operation": "send", "status": 502, "user": "megan"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (_, listed) = env.call(Method::GET, &faults, None, None).await;
+    assert_eq!(
+        listed["faults"][0]["spec"]["about"],
+        json!(env.chat_id(MEGAN).await),
+        "{listed}"
+    );
+    assert_eq!(send(&env, &token, &conversation, "one").await.status(), 502);
+    assert_eq!(send(&env, &token, &conversation, "two").await.status(), 201);
+    for (bad, reason) in [
+        (
+            json!({"operation": "send", "status": 500, "user": "megan", "team": "mark8"}),
+            "not both 'user' and 'team'",
+        ),
+        (
+            json!({"operation": "send", "status": 500, "chanel": "General"}),
+            "unknown field",
+        ),
+    ] {
+        let (status, body) = env.call(Method::POST, &faults, None, Some(bad)).await;
+        assert_eq!(status, 400, "{body}");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(reason), "{message}");
+        assert!(
+            message.ends_with(teams_emulator::Fault::FIELDS),
+            "{message}"
+        );
+    }
+}

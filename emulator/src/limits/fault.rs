@@ -33,6 +33,13 @@ pub struct Fault {
 }
 
 impl Fault {
+    /// What a fault written as JSON or YAML may say (the fields of `FaultFields`, below), for
+    /// the message that refuses one that cannot be read.
+    pub const FIELDS: &'static str = "Give operation (send, roster, graph_read, graph_install, \
+        graph_uninstall) and status (400–599), and optionally code, message, retry_after (or \
+        retryAfter), times, probability, and at most one of user, team (with channel), \
+        conversation or about.";
+
     /// A fault on every call of `operation`, answering 503 once until told otherwise.
     pub fn on(operation: Operation) -> Self {
         Self {
@@ -248,29 +255,23 @@ impl From<Fault> for FaultFields {
 }
 
 /// A fault as the limits match it: `about` is the name calls give the limits (see
-/// [`Fault::resolve`]), not a handle. [`super::Limits::add_fault`] takes this.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+/// [`Fault::resolve`]), not a handle. [`super::Limits::add_fault`] takes this; nobody writes
+/// one by hand, so it is only ever serialized (`GET /_emulator/faults`).
+#[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct FaultSpec {
     pub operation: Operation,
     /// The HTTP status to answer (400–599).
     pub status: u16,
-    #[serde(default)]
     pub code: Option<String>,
-    #[serde(default)]
     pub message: Option<String>,
     /// Seconds for `Retry-After`.
-    #[serde(default)]
     pub retry_after: Option<u64>,
     /// Fire on the next N matching calls (default 1, unless `probability` is given).
-    #[serde(default)]
     pub times: Option<u32>,
     /// Fire on each matching call with this probability (0–1), drawn from the seeded generator.
-    #[serde(default)]
     pub probability: Option<f64>,
     /// Only calls about this: a conversation for Connector operations (its Graph chat id or
     /// channel id, as [`crate::tenant::Conversation`] resolves it), a user id for Graph ones.
-    #[serde(default)]
     pub about: Option<String>,
 }
 

@@ -4,7 +4,7 @@
 use super::expect::truncate;
 use super::matching::{interpolate_value, parse_duration, partial_match};
 use super::model::{Actor, HttpStep, InstallStep, MemberStep, PostStep, SayStep, UserStep};
-use super::queries::{self, administrator, app_secret, chat_with_bot, scenario_tenant};
+use super::queries::{self, administrator, app_secret, chat_with_bot, read_tenant};
 use super::run::{Failure, Run};
 use crate::limits::{Fault, Target};
 use serde_json::{Value, json};
@@ -88,14 +88,12 @@ impl Run<'_> {
         if let Some(t) = self.tokens.get(&actor) {
             return Ok(t.clone());
         }
-        let (tenant, secret, admin) = {
-            let world = self.emulator.state().world();
-            let t = scenario_tenant(&world);
+        let (tenant, secret, admin) = read_tenant(self.emulator.state(), |t| {
             let secret = app_secret(t, self.bot.app_id)
                 .unwrap_or_default()
                 .to_string();
             (t.id, secret, administrator(t))
-        };
+        });
         let app_id = self.bot.app_id.to_string();
         let mut form = vec![
             ("client_id", app_id),
@@ -185,13 +183,9 @@ impl Run<'_> {
             target,
             ..f.clone()
         };
-        let spec = fault
-            .resolve(&self.emulator.state().world())
-            .map_err(Failure::plain)?;
         self.emulator
             .state()
-            .limits
-            .add_fault(spec)
+            .inject_fault(&fault)
             .map_err(Failure::plain)
     }
 
@@ -225,9 +219,10 @@ impl Run<'_> {
         let (what, collection, default_status) = match (&s.user, &s.team) {
             (Some(u), _) => {
                 let u = self.text(u)?;
-                let id = queries::user(scenario_tenant(&self.emulator.state().world()), &u)
-                    .map(|x| x.id.to_string())
-                    .map_err(Failure::plain)?;
+                let id = read_tenant(self.emulator.state(), |t| {
+                    queries::user(t, &u).map(|x| x.id.to_string())
+                })
+                .map_err(Failure::plain)?;
                 (
                     format!("user {u}"),
                     format!("{graph}/users/{id}/teamwork/installedApps"),
@@ -236,9 +231,10 @@ impl Run<'_> {
             }
             (None, Some(t)) => {
                 let t = self.text(t)?;
-                let id = queries::team(scenario_tenant(&self.emulator.state().world()), &t)
-                    .map(|x| x.id.to_string())
-                    .map_err(Failure::plain)?;
+                let id = read_tenant(self.emulator.state(), |tenant| {
+                    queries::team(tenant, &t).map(|x| x.id.to_string())
+                })
+                .map_err(Failure::plain)?;
                 (
                     format!("team {t}"),
                     format!("{graph}/teams/{id}/installedApps"),
@@ -283,15 +279,17 @@ impl Run<'_> {
         };
         let mut last = json!({"status": status, "body": body});
         if let Some(u) = &s.user {
-            let world = self.emulator.state().world();
-            let t = scenario_tenant(&world);
-            if let Ok(user) = queries::user(t, &self.text(u)?)
-                && let Some(chat) = chat_with_bot(t, user.id, self.bot.app_id)
-            {
-                last["chat_id"] = json!(chat.id);
-                last["conversation_id"] = json!(chat.conversation_id);
+            let u = self.text(u)?;
+            let chat = read_tenant(self.emulator.state(), |t| {
+                let user = queries::user(t, &u).ok()?;
+                let chat = chat_with_bot(t, user.id, self.bot.app_id)?;
+                Some((user.id, chat.id.clone(), chat.conversation_id.clone()))
+            });
+            if let Some((user, chat_id, conversation_id)) = chat {
+                last["chat_id"] = json!(chat_id);
+                last["conversation_id"] = json!(conversation_id);
                 last["installation_id"] = json!(crate::ids::installation_id(
-                    &user.id.to_string(),
+                    &user.to_string(),
                     catalog.parse().unwrap_or_default()
                 ));
             }

@@ -6,7 +6,7 @@ use super::Scenario;
 use super::expect::POLL_EVERY;
 use super::matching::parse_duration;
 use super::queries::{
-    app_secret, bot_app_id, catalog_app, manifest_id, scenario_tenant, set_messaging_endpoint,
+    app_secret, bot_app_id, catalog_app, manifest_id, read_tenant, set_messaging_endpoint,
 };
 use super::run::RunOptions;
 use crate::emulator::EmulatorHandle;
@@ -58,11 +58,8 @@ impl BotUnderTest {
         emulator: &EmulatorHandle,
         auth: BotAuth,
     ) -> Result<Self, String> {
-        let app_id = {
-            let world = emulator.state().world();
-            bot_app_id(scenario_tenant(&world))
-                .ok_or("the tenant's catalog has no app with a bot")?
-        };
+        let app_id = read_tenant(emulator.state(), bot_app_id)
+            .ok_or("the tenant's catalog has no app with a bot")?;
         let command = options
             .bot_cmd
             .clone()
@@ -81,7 +78,7 @@ impl BotUnderTest {
             }
             None => Self::start_reference(emulator, auth, app_id).await?,
         };
-        set_messaging_endpoint(&mut emulator.state().world(), app_id, &bot.endpoint);
+        set_messaging_endpoint(emulator.state(), app_id, &bot.endpoint);
         Ok(bot)
     }
 
@@ -98,9 +95,7 @@ impl BotUnderTest {
         let mut config = proactive_bot::Config::for_emulator(&emulator.url());
         config.database_path = dir.path().join("proactive-bot.sqlite3");
         // The scenario's tenant and app, which need not be the default ones.
-        {
-            let world = emulator.state().world();
-            let tenant = scenario_tenant(&world);
+        read_tenant(emulator.state(), |tenant| {
             config.tenant_id = tenant.id.to_string();
             if let Some(app) = catalog_app(tenant, app_id) {
                 config.manifest_id = app.external_id.to_string();
@@ -108,7 +103,7 @@ impl BotUnderTest {
             if let Some(secret) = app_secret(tenant, app_id) {
                 config.app_password = secret.to_string();
             }
-        }
+        });
         config.app_id = if auth == BotAuth::None {
             String::new()
         } else {
@@ -157,12 +152,10 @@ impl BotUnderTest {
             Some(e) if e.starts_with('/') => format!("{url}{e}"),
             Some(e) => e.replace("${bot.port}", &port.to_string()),
         };
-        let (secret, tenant) = {
-            let world = emulator.state().world();
-            let tenant = scenario_tenant(&world);
+        let (secret, tenant) = read_tenant(emulator.state(), |tenant| {
             let secret = app_secret(tenant, app_id).unwrap_or_default().to_string();
             (secret, tenant.id)
-        };
+        });
         let base = scenario.file.parent().unwrap_or(Path::new("."));
         let cwd = scenario
             .spec
@@ -350,7 +343,7 @@ pub fn bot_environment(
     let base = emulator.url();
     let openid = emulator.channel_openid_url();
     let signed = auth == BotAuth::Signed;
-    let manifest = manifest_id(&emulator.state().world(), app_id);
+    let manifest = emulator.state().read(|world| manifest_id(world, app_id));
     let app = if signed {
         app_id.to_string()
     } else {

@@ -3,9 +3,9 @@
 
 use super::matching::{interpolate_value, parse_duration, partial_match, visible_text};
 use super::model::{ExpectActivity, ExpectDelivery, ExpectFault, MessageQuery, Since};
-use super::queries::{self, chat_with_bot, scenario_tenant};
+use super::queries::{self, chat_with_bot, read_tenant};
 use super::run::{Failure, Run, key};
-use crate::tenant::{Conversation, Participant};
+use crate::tenant::Conversation;
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -186,30 +186,33 @@ impl Run<'_> {
 
     /// The conversation an expectation names.
     fn conversation(&self, q: &MessageQuery) -> Result<(Option<Conversation>, String), Failure> {
-        let world = self.emulator.state().world();
-        let t = scenario_tenant(&world);
         if let Some(u) = &q.user {
-            let user = queries::user(t, &self.text(u)?).map_err(Failure::plain)?;
-            let chat = chat_with_bot(t, user.id, self.bot.app_id);
-            let label = format!("{}'s chat with the bot", user.display_name);
-            return Ok((
-                chat.map(|c| Conversation::Personal { chat: c.id.clone() }),
-                label,
-            ));
+            let u = self.text(u)?;
+            return read_tenant(self.emulator.state(), |t| {
+                let user = queries::user(t, &u).map_err(Failure::plain)?;
+                let chat = chat_with_bot(t, user.id, self.bot.app_id);
+                let label = format!("{}'s chat with the bot", user.display_name);
+                Ok((
+                    chat.map(|c| Conversation::Personal { chat: c.id.clone() }),
+                    label,
+                ))
+            });
         }
-        let team = queries::team(t, &self.text(q.team.as_deref().unwrap_or_default())?)
-            .map_err(Failure::plain)?;
-        let channel = queries::channel(team, q.channel.as_deref())
-            .ok_or_else(|| Failure::plain("no such channel"))?;
-        let label = format!("{} › {}", team.display_name, channel.display_name);
-        Ok((
-            Some(Conversation::Channel {
-                team: team.id,
-                channel: channel.id.clone(),
-                thread: None,
-            }),
-            label,
-        ))
+        let team = self.text(q.team.as_deref().unwrap_or_default())?;
+        read_tenant(self.emulator.state(), |t| {
+            let team = queries::team(t, &team).map_err(Failure::plain)?;
+            let channel = queries::channel(team, q.channel.as_deref())
+                .ok_or_else(|| Failure::plain("no such channel"))?;
+            let label = format!("{} › {}", team.display_name, channel.display_name);
+            Ok((
+                Some(Conversation::Channel {
+                    team: team.id,
+                    channel: channel.id.clone(),
+                    thread: None,
+                }),
+                label,
+            ))
+        })
     }
 
     /// Bot messages in the window: (matching, all seen as text).
@@ -229,8 +232,6 @@ impl Run<'_> {
                 .copied()
                 .unwrap_or(0)
         };
-        let world = self.emulator.state().world();
-        let t = scenario_tenant(&world);
         let regex = q
             .text_matches
             .as_deref()
@@ -247,15 +248,13 @@ impl Run<'_> {
             .as_deref()
             .map(|t| self.text(t))
             .transpose()?;
+        let activities = read_tenant(self.emulator.state(), |t| {
+            queries::bot_activities(t, conversation, self.bot.app_id, since)
+        });
         let mut matching = 0;
         let mut seen = Vec::new();
-        for m in queries::messages(t, conversation).iter().skip(since) {
-            if m.deleted.is_some() || !matches!(m.from, Participant::Bot(b) if b == self.bot.app_id)
-            {
-                continue;
-            }
-            let activity = m.activity.value();
-            let text = visible_text(&activity);
+        for activity in &activities {
+            let text = visible_text(activity);
             let attachments: Vec<&Value> = activity
                 .get("attachments")
                 .and_then(Value::as_array)

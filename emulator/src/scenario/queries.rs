@@ -1,8 +1,15 @@
 //! What the scenario module asks of the emulated world, as named queries. It is the one place
 //! that reads `World` and `Tenant` themselves, so a change to `tenant` is followed here alone;
 //! callers only read the fields of what a query hands back (a user's id, a chat's id, …).
+//!
+//! The queries take the tenant (or world) they read and run inside [`read_tenant`] (or
+//! [`AppState::read`]), so the runner holds the world lock only while it reads, never across an
+//! `.await`.
 
-use crate::tenant::{CatalogApp, Channel, Chat, Conversation, Message, Team, Tenant, User, World};
+use crate::state::AppState;
+use crate::tenant::{
+    CatalogApp, Channel, Chat, Conversation, Participant, Team, Tenant, User, World,
+};
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 use uuid::Uuid;
@@ -10,6 +17,11 @@ use uuid::Uuid;
 /// The tenant a scenario runs in: the first of its tenant file.
 pub(super) fn scenario_tenant(world: &World) -> &Tenant {
     &world.tenants()[0]
+}
+
+/// Answers `query` about the scenario's tenant under the world lock.
+pub(super) fn read_tenant<R>(state: &AppState, query: impl FnOnce(&Tenant) -> R) -> R {
+    state.read(|world| query(scenario_tenant(world)))
 }
 
 /// The app of the bot under test: the first catalog app that has a bot.
@@ -48,8 +60,8 @@ pub(super) fn administrator(tenant: &Tenant) -> Option<(String, String)> {
 
 /// Points the bot's registration at where the bot under test listens: the one change the
 /// runner makes to the world other than through the emulator's routes.
-pub(super) fn set_messaging_endpoint(world: &mut World, app: Uuid, endpoint: &str) {
-    world.set_messaging_endpoint(app, endpoint);
+pub(super) fn set_messaging_endpoint(state: &AppState, app: Uuid, endpoint: &str) {
+    state.mutate(|world| world.set_messaging_endpoint(app, endpoint));
 }
 
 /// A user by key, id or UPN.
@@ -105,9 +117,21 @@ pub(super) fn message_counts(tenant: &Tenant) -> HashMap<String, usize> {
         .collect()
 }
 
-/// A conversation's messages, oldest first.
-pub(super) fn messages<'a>(tenant: &'a Tenant, conversation: &Conversation) -> &'a [Message] {
-    tenant.messages(conversation)
+/// What `bot` posted in a conversation and has not deleted, oldest first, after the
+/// conversation's first `since` messages (a mark of [`message_counts`]).
+pub(super) fn bot_activities(
+    tenant: &Tenant,
+    conversation: &Conversation,
+    bot: Uuid,
+    since: usize,
+) -> Vec<Value> {
+    tenant
+        .messages(conversation)
+        .iter()
+        .skip(since)
+        .filter(|m| m.deleted.is_none() && matches!(m.from, Participant::Bot(b) if b == bot))
+        .map(|m| m.activity.value())
+        .collect()
 }
 
 /// The values `${users.KEY.…}`, `${teams.KEY.…}` and `${tenant.…}` read.

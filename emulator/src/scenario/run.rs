@@ -6,7 +6,7 @@ use super::Scenario;
 use super::bot::BotUnderTest;
 use super::matching::interpolate;
 use super::model::{Actor, AuthMode, ConversationUpdateMode, Step};
-use super::queries::{catalog_app, directory, message_counts, scenario_tenant};
+use super::queries::{catalog_app, directory, message_counts, read_tenant};
 use crate::emulator::{Emulator, EmulatorHandle};
 use crate::state::BotAuth;
 use crate::tenant::Conversation;
@@ -208,18 +208,16 @@ pub(super) fn key(c: &Conversation) -> String {
 
 impl<'a> Run<'a> {
     fn new(emulator: &'a EmulatorHandle, bot: &'a BotUnderTest, auth: BotAuth) -> Self {
-        let context = {
-            let world = emulator.state().world();
-            let t = scenario_tenant(&world);
+        let mut context = read_tenant(emulator.state(), |t| {
             let catalog = catalog_app(t, bot.app_id);
             let mut context = directory(t);
             context["bot"] = json!({"url": bot.url, "endpoint": bot.endpoint, "app_id": bot.app_id.to_string(), "port": bot.port, "auth": if auth == BotAuth::Signed { "signed" } else { "none" },
                     "catalog_id": catalog.map(|a| a.id.to_string()), "manifest_id": catalog.map(|a| a.external_id.to_string())});
-            context["emulator"] = json!({"url": emulator.url(), "graph": emulator.graph_url(), "service_url": emulator.service_url()});
-            context["last"] = json!({});
-            context["saved"] = json!({});
             context
-        };
+        });
+        context["emulator"] = json!({"url": emulator.url(), "graph": emulator.graph_url(), "service_url": emulator.service_url()});
+        context["last"] = json!({});
+        context["saved"] = json!({});
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
             .build()
@@ -237,7 +235,7 @@ impl<'a> Run<'a> {
 
     /// Starts a new window: expectations with `since: last_action` look only after this point.
     fn mark(&mut self) {
-        self.message_marks = message_counts(scenario_tenant(&self.emulator.state().world()));
+        self.message_marks = read_tenant(self.emulator.state(), message_counts);
         self.delivery_mark = self.emulator.state().delivery.last_seq();
     }
 
