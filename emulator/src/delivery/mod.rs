@@ -5,9 +5,12 @@
 //!
 //! Delivery owns what it needs (the signing key, the HTTP client, the clock, its queues and
 //! records): its workers hold nothing of the rest of the emulator, and stop on the emulator's
-//! [`Shutdown`]. Each bot has one queue and one worker, so activities reach a bot in the order
-//! they happened while the call that caused them returns at once (as in Teams). A bot that is
-//! down or answers an error is a recorded failed delivery, never silence.
+//! [`Shutdown`]. Each conversation's activities go through one queue and one worker, so they
+//! reach the bot in the order they happened, while the call that caused them returns at once
+//! (as in Teams); a bot's conversations share [`WORKERS_PER_BOT`] queues, so a broadcast is not
+//! one long line. A bot that is down or answers an error is a recorded failed delivery, never
+//! silence. Like the Bot Framework's channel, delivery signs a token per bot and service URL
+//! and reuses it until it nears expiry.
 //!
 //! The transcript and the delivery records are logs, bounded by a retention (`--retain N`):
 //! past it the oldest entries go and a count says how many did.
@@ -35,6 +38,12 @@ use uuid::Uuid;
 
 /// How long a bot has to answer one activity.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Queues (and workers) a bot's conversations are spread over.
+pub const WORKERS_PER_BOT: usize = 8;
+
+/// A channel token is signed again once this much of its lifetime has passed.
+const TOKEN_REUSE: chrono::Duration = chrono::Duration::minutes(30);
 
 /// Transcript entries and delivery records kept unless told otherwise.
 pub const DEFAULT_RETAIN: usize = 10_000;
@@ -151,6 +160,9 @@ pub struct Dropped {
     pub deliveries: usize,
 }
 
+/// A channel token (by bot and service URL) and when it was signed.
+type SignedToken = (String, DateTime<Utc>);
+
 struct Inner {
     key: SigningKey,
     bot_auth: BotAuth,
@@ -158,7 +170,8 @@ struct Inner {
     client: reqwest::Client,
     retain: usize,
     shutdown: Shutdown,
-    queues: Mutex<HashMap<Uuid, mpsc::UnboundedSender<Job>>>,
+    queues: Mutex<HashMap<(Uuid, usize), mpsc::UnboundedSender<Job>>>,
+    tokens: Mutex<HashMap<(Uuid, String), SignedToken>>,
     workers: Mutex<Vec<JoinHandle<()>>>,
     records: Mutex<Bounded<Kept>>,
     transcript: Mutex<Bounded<StoredActivity>>,
@@ -197,6 +210,7 @@ impl Delivery {
             retain,
             shutdown,
             queues: Mutex::default(),
+            tokens: Mutex::default(),
             workers: Mutex::default(),
             records: Mutex::default(),
             transcript: Mutex::default(),
@@ -292,6 +306,7 @@ impl Delivery {
             ));
         }
         let stored = StoredActivity::new(&activity);
+        let shard = shard_of(activity.pointer("/conversation/id").and_then(Value::as_str));
         d.pending.fetch_add(1, Ordering::SeqCst);
         lock(&d.transcript).push(stored.clone(), d.retain);
         let job = Job {
@@ -302,7 +317,9 @@ impl Delivery {
             stored,
         };
         let mut queues = lock(&d.queues);
-        let sender = queues.entry(bot).or_insert_with(|| self.start_worker());
+        let sender = queues
+            .entry((bot, shard))
+            .or_insert_with(|| self.start_worker());
         if sender.send(job).is_err() {
             d.pending.fetch_sub(1, Ordering::SeqCst);
             d.idle.notify_waiters();
@@ -337,6 +354,38 @@ impl Delivery {
         });
         lock(&self.0.workers).push(worker);
         tx
+    }
+}
+
+/// The queue of a conversation: the same conversation always the same one.
+fn shard_of(conversation: Option<&str>) -> usize {
+    use std::hash::{Hash, Hasher};
+    // threads of a channel are one conversation for ordering, as for Teams' limits
+    let base = conversation
+        .unwrap_or_default()
+        .split(";messageid=")
+        .next()
+        .unwrap_or_default();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    base.hash(&mut hasher);
+    (hasher.finish() % WORKERS_PER_BOT as u64) as usize
+}
+
+impl Inner {
+    /// The channel's token for `bot` at `service_url`, signed again once it is half-way through
+    /// its life (an RSA signature costs more than the delivery itself).
+    fn channel_token(&self, bot: Uuid, service_url: &str, now: DateTime<Utc>) -> String {
+        let key = (bot, service_url.to_string());
+        let mut tokens = lock(&self.tokens);
+        if let Some((token, signed_at)) = tokens.get(&key)
+            && *signed_at <= now
+            && now - *signed_at < TOKEN_REUSE
+        {
+            return token.clone();
+        }
+        let token = channel_token(&self.key, now, bot, service_url);
+        tokens.insert(key, (token.clone(), now));
+        token
     }
 }
 
@@ -381,7 +430,7 @@ async fn send(d: &Inner, job: Job) -> Kept {
         .header("x-ms-tenant-id", field("/conversation/tenantId"))
         .body(kept.activity.as_str().to_string());
     if signed {
-        request = request.bearer_auth(channel_token(&d.key, now, job.bot, &field("/serviceUrl")));
+        request = request.bearer_auth(d.channel_token(job.bot, &field("/serviceUrl"), now));
     }
     let started = Instant::now();
     let sent = tokio::select! {
@@ -433,6 +482,42 @@ mod tests {
         assert_eq!(log.dropped, 7);
         log.clear();
         assert_eq!((log.entries.len(), log.dropped), (0, 0));
+    }
+
+    #[test]
+    fn a_conversation_and_its_threads_share_one_queue() {
+        let channel = "19:abc@thread.tacv2";
+        assert_eq!(
+            shard_of(Some(channel)),
+            shard_of(Some(&format!("{channel};messageid=1700000000000")))
+        );
+        let spread: std::collections::BTreeSet<usize> = (0..64)
+            .map(|i| shard_of(Some(&format!("a:{i}"))))
+            .collect();
+        assert!(spread.len() > 1, "conversations spread over the queues");
+    }
+
+    #[test]
+    fn a_channel_token_is_reused_until_half_its_life_has_passed() {
+        let clock = Clock::manual(Utc::now());
+        let delivery = Delivery::new(
+            SigningKey::embedded(),
+            BotAuth::Signed,
+            clock.clone(),
+            10,
+            Shutdown::new(),
+        );
+        let (bot, url) = (Uuid::from_u128(7), "http://127.0.0.1:1/amer/");
+        let first = delivery.0.channel_token(bot, url, clock.now());
+        clock.advance(chrono::Duration::minutes(29));
+        assert_eq!(delivery.0.channel_token(bot, url, clock.now()), first);
+        assert_ne!(
+            delivery.0.channel_token(Uuid::from_u128(8), url, clock.now()),
+            first,
+            "each bot has its own"
+        );
+        clock.advance(chrono::Duration::minutes(2));
+        assert_ne!(delivery.0.channel_token(bot, url, clock.now()), first);
     }
 
     #[tokio::test]

@@ -9,8 +9,10 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rsa::RsaPrivateKey;
 use rsa::pkcs8::DecodePrivateKey;
 use rsa::traits::PublicKeyParts;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use std::any::Any;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -25,8 +27,11 @@ pub struct SigningKey {
     exponent: String,
     /// Claims of tokens whose signature this key already checked: a bot sends the same token
     /// for an hour, and an RSA check costs more than the rest of a Connector call.
-    verified: Arc<Mutex<HashMap<String, Value>>>,
+    verified: Arc<Mutex<HashMap<String, Verified>>>,
 }
+
+/// A verified token's claims, already read into the type its reader asked for.
+type Verified = Arc<dyn Any + Send + Sync>;
 
 /// Verified tokens remembered; past it the memory starts over.
 const VERIFIED_TOKENS: usize = 4096;
@@ -85,19 +90,25 @@ impl SigningKey {
         &self.decoding
     }
 
-    /// The claims of an RS256 `token` signed by this key (lifetime, audience and issuer are the
-    /// caller's to check, on every use).
-    pub fn verified_claims(&self, token: &str) -> Result<Value, jsonwebtoken::errors::Error> {
+    /// The claims of an RS256 `token` signed by this key, read as `T` (lifetime, audience and
+    /// issuer are the caller's to check, on every use).
+    pub fn verified_claims<T>(&self, token: &str) -> Result<Arc<T>, jsonwebtoken::errors::Error>
+    where
+        T: DeserializeOwned + Send + Sync + 'static,
+    {
         let lock = || self.verified.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(claims) = lock().get(token) {
-            return Ok(claims.clone());
+        if let Some(claims) = lock().get(token).cloned()
+            && let Ok(claims) = claims.downcast::<T>()
+        {
+            return Ok(claims);
         }
         let mut validation = Validation::new(Algorithm::RS256);
         validation.validate_exp = false;
         validation.validate_nbf = false;
         validation.validate_aud = false;
         validation.required_spec_claims.clear();
-        let claims = jsonwebtoken::decode::<Value>(token, &self.decoding, &validation)?.claims;
+        let claims =
+            Arc::new(jsonwebtoken::decode::<T>(token, &self.decoding, &validation)?.claims);
         let mut verified = lock();
         if verified.len() >= VERIFIED_TOKENS {
             verified.clear();

@@ -190,14 +190,13 @@ pub fn validate_bearer(
     if token.is_empty() || token == "null" || token == "undefined" {
         return Err(TokenProblem::Missing);
     }
-    let claims = key.verified_claims(token).map_err(|e| {
+    let claims = key.verified_claims::<Claims>(token).map_err(|e| {
         use jsonwebtoken::errors::ErrorKind;
         match e.kind() {
             ErrorKind::InvalidSignature => TokenProblem::BadSignature,
             _ => TokenProblem::Malformed,
         }
     })?;
-    let claims: Claims = serde_json::from_value(claims).map_err(|_| TokenProblem::Malformed)?;
     let t = now.timestamp();
     if claims.exp + SKEW_SECS < t {
         return Err(TokenProblem::Expired);
@@ -206,20 +205,21 @@ pub fn validate_bearer(
         return Err(TokenProblem::NotYetValid);
     }
     if !audiences.contains(&claims.aud.as_str()) {
-        return Err(TokenProblem::WrongAudience(claims.aud));
+        return Err(TokenProblem::WrongAudience(claims.aud.clone()));
     }
     if claims.iss != entra_issuer(claims.tid) {
-        return Err(TokenProblem::WrongIssuer(claims.iss));
+        return Err(TokenProblem::WrongIssuer(claims.iss.clone()));
     }
     let delegated = claims.idtyp.as_deref() == Some("user") || claims.scp.is_some();
     Ok(AccessToken {
-        audience: claims.aud,
+        audience: claims.aud.clone(),
         caller: Caller {
             tenant: claims.tid,
             app_id: claims.appid,
-            roles: claims.roles,
+            roles: claims.roles.clone(),
             scopes: claims
                 .scp
+                .as_deref()
                 .unwrap_or_default()
                 .split_whitespace()
                 .map(str::to_string)
