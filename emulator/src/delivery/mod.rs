@@ -111,11 +111,15 @@ impl Kept {
     }
 }
 
+/// A queued activity: its compact JSON and the few fields its request needs (a queue that
+/// falls behind a broadcast holds many).
 struct Job {
     seq: usize,
     bot: Uuid,
     endpoint: Option<String>,
-    activity: Value,
+    conversation_id: String,
+    tenant_id: String,
+    service_url: String,
     stored: StoredActivity,
 }
 
@@ -306,14 +310,24 @@ impl Delivery {
             ));
         }
         let stored = StoredActivity::new(&activity);
-        let shard = shard_of(activity.pointer("/conversation/id").and_then(Value::as_str));
+        let field = |pointer: &str| {
+            activity
+                .pointer(pointer)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        let conversation_id = field("/conversation/id");
+        let shard = shard_of(Some(&conversation_id));
         d.pending.fetch_add(1, Ordering::SeqCst);
         lock(&d.transcript).push(stored.clone(), d.retain);
         let job = Job {
             seq,
             bot,
             endpoint,
-            activity,
+            tenant_id: field("/conversation/tenantId"),
+            service_url: field("/serviceUrl"),
+            conversation_id,
             stored,
         };
         let mut queues = lock(&d.queues);
@@ -415,22 +429,15 @@ async fn send(d: &Inner, job: Job) -> Kept {
         kept.error = Some("the bot's app registration has no messaging endpoint".into());
         return kept;
     };
-    let field = |pointer: &str| {
-        job.activity
-            .pointer(pointer)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string()
-    };
     let mut request = d
         .client
         .post(&endpoint)
         .header("content-type", "application/json; charset=utf-8")
-        .header("x-ms-conversation-id", field("/conversation/id"))
-        .header("x-ms-tenant-id", field("/conversation/tenantId"))
+        .header("x-ms-conversation-id", job.conversation_id)
+        .header("x-ms-tenant-id", job.tenant_id)
         .body(kept.activity.as_str().to_string());
     if signed {
-        request = request.bearer_auth(d.channel_token(job.bot, &field("/serviceUrl"), now));
+        request = request.bearer_auth(d.channel_token(job.bot, &job.service_url, now));
     }
     let started = Instant::now();
     let sent = tokio::select! {
@@ -491,9 +498,8 @@ mod tests {
             shard_of(Some(channel)),
             shard_of(Some(&format!("{channel};messageid=1700000000000")))
         );
-        let spread: std::collections::BTreeSet<usize> = (0..64)
-            .map(|i| shard_of(Some(&format!("a:{i}"))))
-            .collect();
+        let spread: std::collections::BTreeSet<usize> =
+            (0..64).map(|i| shard_of(Some(&format!("a:{i}")))).collect();
         assert!(spread.len() > 1, "conversations spread over the queues");
     }
 
@@ -512,7 +518,9 @@ mod tests {
         clock.advance(chrono::Duration::minutes(29));
         assert_eq!(delivery.0.channel_token(bot, url, clock.now()), first);
         assert_ne!(
-            delivery.0.channel_token(Uuid::from_u128(8), url, clock.now()),
+            delivery
+                .0
+                .channel_token(Uuid::from_u128(8), url, clock.now()),
             first,
             "each bot has its own"
         );
