@@ -19,9 +19,9 @@
 //! - [`state`]: the state every route shares, one lock per request ([`state::AppState::change`]).
 //! - [`server`]: the router that merges every surface, served over plain http or TLS.
 //! - [`shutdown`]: the one signal that stops the listeners and the delivery workers.
-//! - [`emulator`]: the in-process emulator for tests ([`Emulator::start`]), with expectations
-//!   that fail listing what arrived; [`client`]: tokens, Graph, the Connector and the control
-//!   API as a bot or a user calls them.
+//! - [`emulator`]: the in-process emulator for tests ([`Emulator::start`]); [`expectation`]:
+//!   what bots should (not) be sent, failing with a list of what arrived; [`client`]: tokens,
+//!   Graph, the Connector and the control API as a bot or a user calls them.
 //! - [`tls`]: a local certificate authority and HTTPS, for clients that insist on it.
 //! - [`clock`], [`ids`]: time that tests can control, deterministic ids in Teams' formats.
 //!
@@ -41,6 +41,7 @@ pub mod connector;
 pub mod control;
 pub mod delivery;
 pub mod emulator;
+pub mod expectation;
 pub mod graph;
 pub mod identity;
 pub mod ids;
@@ -54,6 +55,7 @@ pub mod tls;
 
 pub use client::EmulatorClient;
 pub use config::{EmulatorConfig, defaults};
-pub use emulator::{Emulator, EmulatorBuilder, EmulatorHandle, ExpectationFailed};
+pub use emulator::{Emulator, EmulatorBuilder, EmulatorHandle};
+pub use expectation::ExpectationFailed;
 pub use limits::{Fault, Operation};
 pub use state::BotAuth;
