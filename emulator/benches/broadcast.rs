@@ -13,7 +13,8 @@
 //! stops at about 50,000 users: the YAML reader's node budget), signed delivery, limits off.
 //! The bot runs in this process with its SQLite store in a temporary folder, as `proactive-bot`
 //! would. `BROADCAST_USERS` sets the tenant sizes
-//! (default `10000,100000`), `BROADCAST_BUDGET_SECS` how long a size may run (300): past it the
+//! (default `10000,100000`), `BROADCAST_BOT_CONCURRENCY` the bot's calls in flight (its default,
+//! 8, unless set), `BROADCAST_BUDGET_SECS` how long a size may run (300): past it the
 //! run stops and reports how many users were welcomed by then.
 //! Run without `--bench` (`cargo test --benches`) it makes a quick pass with 200 users.
 
@@ -40,6 +41,8 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(15);
 
 /// Set in the environment of the child that serves the emulator: the tenant's size.
 const EMULATOR_USERS_ENV: &str = "BROADCAST_EMULATOR_USERS";
+/// How many calls the bot makes at once (its own default unless set; limits are off here).
+const BOT_CONCURRENCY_ENV: &str = "BROADCAST_BOT_CONCURRENCY";
 /// And the bot's messaging endpoint.
 const BOT_ENDPOINT_ENV: &str = "BROADCAST_BOT_ENDPOINT";
 const EMULATOR_READY: &str = "broadcast emulator listening on http://";
@@ -210,6 +213,16 @@ async fn broadcast(users: usize, budget: Duration) -> Result<Figures> {
     );
 
     let mut config = Config::for_emulator(&emulator.base());
+    if let Some(n) = std::env::var(BOT_CONCURRENCY_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+    {
+        config.max_concurrency = n.max(1);
+    }
+    println!(
+        "  the bot makes at most {} Graph/Connector calls at once ({BOT_CONCURRENCY_ENV})",
+        config.max_concurrency
+    );
     config.listen = bot_addr;
     config.database_path = dir.path().join("bot.sqlite3");
     let bot = Bot::start(config).await.context("starting the bot")?;
