@@ -90,16 +90,28 @@ impl World {
         Ok((installation, vec![event]))
     }
 
+    /// The tenant, scope, installation and app of an installation the caller may change.
+    fn installation_to_change(
+        &mut self,
+        caller: &Caller,
+        scope: ScopeRef<'_>,
+        installation_id: &str,
+    ) -> Result<(&mut Tenant, InstallScope, Installation, CatalogApp), TenantError> {
+        let tenant = self.emulated_tenant_mut(caller.tenant)?;
+        let (scope, reach) = tenant.scope_for(caller, scope, true)?;
+        let (installation, app) =
+            tenant.managed_installation(caller, reach, scope, installation_id)?;
+        Ok((tenant, scope, installation, app))
+    }
+
     pub fn uninstall_in_scope(
         &mut self,
         caller: &Caller,
         scope: ScopeRef<'_>,
         installation_id: &str,
     ) -> Result<Vec<TeamsEvent>, TenantError> {
-        let tenant = self.emulated_tenant_mut(caller.tenant)?;
-        let (scope, reach) = tenant.scope_for(caller, scope, true)?;
-        let (installation, app) =
-            tenant.managed_installation(caller, reach, scope, installation_id)?;
+        let (tenant, scope, installation, app) =
+            self.installation_to_change(caller, scope, installation_id)?;
         tenant
             .installations
             .retain(|i| i.id != installation.id || i.scope != installation.scope);
@@ -126,10 +138,8 @@ impl World {
         scope: ScopeRef<'_>,
         installation_id: &str,
     ) -> Result<Vec<TeamsEvent>, TenantError> {
-        let tenant = self.emulated_tenant_mut(caller.tenant)?;
-        let (scope, reach) = tenant.scope_for(caller, scope, true)?;
-        let (installation, app) =
-            tenant.managed_installation(caller, reach, scope, installation_id)?;
+        let (tenant, scope, installation, app) =
+            self.installation_to_change(caller, scope, installation_id)?;
         if installation.version == app.version {
             return Ok(vec![]);
         }
