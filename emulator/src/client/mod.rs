@@ -383,15 +383,26 @@ impl EmulatorClient {
 
     /// A user's delegated Graph token (password grant, with the tenant's password `emulator`).
     pub async fn user_token(&self, user: &str) -> Result<String, ClientError> {
-        let client_id = self.bot.app_id.to_string();
-        let username = self.upn(user);
+        self.password_token(self.bot.app_id, &self.upn(user), defaults::USER_PASSWORD)
+            .await
+    }
+
+    /// A delegated Graph token for the user `upn` with `password`, signed in through the app
+    /// registration `client_id` (the password grant).
+    pub async fn password_token(
+        &self,
+        client_id: Uuid,
+        upn: &str,
+        password: &str,
+    ) -> Result<String, ClientError> {
+        let client_id = client_id.to_string();
         Self::access_token(
             self.request_token(&[
                 ("grant_type", "password"),
                 ("client_id", &client_id),
                 ("scope", GRAPH_SCOPE),
-                ("username", &username),
-                ("password", defaults::USER_PASSWORD),
+                ("username", upn),
+                ("password", password),
             ])
             .await?,
         )

@@ -88,43 +88,30 @@ impl Run<'_> {
         if let Some(t) = self.tokens.get(&actor) {
             return Ok(t.clone());
         }
-        let (tenant, secret, admin) = read_tenant(self.emulator.state(), |t| {
+        let (secret, admin) = read_tenant(self.emulator.state(), |t| {
             let secret = app_secret(t, self.bot.app_id)
                 .unwrap_or_default()
                 .to_string();
-            (t.id, secret, administrator(t))
+            (secret, administrator(t))
         });
-        let app_id = self.bot.app_id.to_string();
-        let mut form = vec![
-            ("client_id", app_id),
-            ("scope", "https://graph.microsoft.com/.default".to_string()),
-        ];
-        match actor {
+        // the client asks the first tenant's token endpoint: the scenario's tenant
+        let client = self.emulator.client();
+        let token = match actor {
             Actor::App => {
-                form.push(("grant_type", "client_credentials".into()));
-                form.push(("client_secret", secret));
+                client
+                    .app_token(self.bot.app_id, &secret, crate::client::GRAPH_SCOPE)
+                    .await
             }
             Actor::Admin => {
                 let (upn, password) = admin.ok_or_else(|| {
                     Failure::plain("the tenant has no administrator (a user with admin: true)")
                 })?;
-                form.push(("grant_type", "password".into()));
-                form.push(("username", upn));
-                form.push(("password", password));
+                client
+                    .password_token(self.bot.app_id, &upn, &password)
+                    .await
             }
         }
-        let answer = self
-            .http
-            .post(self.emulator.token_url(tenant))
-            .form(&form)
-            .send()
-            .await
-            .map_err(|e| Failure::plain(format!("token request failed: {e}")))?;
-        let body: Value = answer.json().await.unwrap_or_default();
-        let token = body["access_token"]
-            .as_str()
-            .ok_or_else(|| Failure::new("a token from the emulator", vec![body.to_string()]))?
-            .to_string();
+        .map_err(|e| Failure::new("a token from the emulator", vec![e.to_string()]))?;
         self.tokens.insert(actor, token.clone());
         Ok(token)
     }
