@@ -12,6 +12,7 @@ mod index;
 mod installations;
 pub mod permissions;
 mod stored;
+mod user_actions;
 
 pub use conversations::{BotPost, Conversation, ConversationError};
 pub use error::TenantError;
