@@ -115,7 +115,9 @@ async fn issue_token(
     Path(tenant): Path<String>,
     body: Bytes,
 ) -> Response {
-    match state.read(|world| issue_token_inner(&state, world, &tenant, &body)) {
+    // the grant is decided under the world lock; the RSA signature is made after it
+    let grant = state.read(|world| issue_token_inner(world, &tenant, &body));
+    match grant.map(|g| g.sign(&state.key)) {
         Ok(token) => axum::Json(json!({
             "token_type": "Bearer",
             "expires_in": tokens::TOKEN_LIFETIME_SECS,
@@ -127,12 +129,68 @@ async fn issue_token(
     }
 }
 
+/// A token the endpoint decided to issue, to be signed once the world lock is released.
+enum Grant {
+    App {
+        now: chrono::DateTime<chrono::Utc>,
+        tenant: Uuid,
+        client_id: Uuid,
+        resource: &'static str,
+        roles: Vec<String>,
+    },
+    User {
+        now: chrono::DateTime<chrono::Utc>,
+        tenant: Uuid,
+        client_id: Uuid,
+        resource: &'static str,
+        user: Uuid,
+        upn: String,
+        name: String,
+        scopes: Vec<String>,
+    },
+}
+
+impl Grant {
+    fn sign(self, key: &crate::identity::SigningKey) -> String {
+        match self {
+            Grant::App {
+                now,
+                tenant,
+                client_id,
+                resource,
+                roles,
+            } => tokens::app_token(key, now, tenant, client_id, resource, &roles),
+            Grant::User {
+                now,
+                tenant,
+                client_id,
+                resource,
+                user,
+                upn,
+                name,
+                scopes,
+            } => tokens::user_token(
+                key,
+                now,
+                tenant,
+                client_id,
+                resource,
+                UserClaims {
+                    user,
+                    upn: &upn,
+                    name: &name,
+                    scopes: &scopes,
+                },
+            ),
+        }
+    }
+}
+
 fn issue_token_inner(
-    state: &AppState,
     world: &crate::tenant::World,
     tenant_segment: &str,
     body: &[u8],
-) -> Result<String, OAuthError> {
+) -> Result<Grant, OAuthError> {
     use StatusCode as S;
     let form: HashMap<String, String> = serde_urlencoded::from_bytes(body).map_err(|_| {
         OAuthError::new(
@@ -209,14 +267,13 @@ fn issue_token_inner(
             } else {
                 vec![]
             };
-            Ok(tokens::app_token(
-                &state.key,
+            Ok(Grant::App {
                 now,
-                token_tenant,
+                tenant: token_tenant,
                 client_id,
                 resource,
-                &roles,
-            ))
+                roles,
+            })
         }
         "password" => {
             let Authority::Tenant(_) = authority else {
@@ -258,19 +315,16 @@ fn issue_token_inner(
             })?;
             scopes.sort();
             scopes.dedup();
-            Ok(tokens::user_token(
-                &state.key,
+            Ok(Grant::User {
                 now,
-                tenant.id,
+                tenant: tenant.id,
                 client_id,
                 resource,
-                UserClaims {
-                    user: user.id,
-                    upn: &user.user_principal_name,
-                    name: &user.display_name,
-                    scopes: &scopes,
-                },
-            ))
+                user: user.id,
+                upn: user.user_principal_name.clone(),
+                name: user.display_name.clone(),
+                scopes,
+            })
         }
         other => Err(OAuthError::new(
             S::BAD_REQUEST,
