@@ -6,7 +6,7 @@
 use crate::graph::GraphError;
 use crate::graph::messages::{user_sends_in_channel, user_sends_in_chat};
 use crate::limits::Fault;
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::tenant::Tenant;
 use axum::Router;
 use axum::body::Bytes;

@@ -367,5 +367,5 @@ impl std::error::Error for ExpectationFailed {}
 
 /// One line for an activity, as scenario reports show it.
 fn summarize(activity: &Value) -> String {
-    crate::scenario::run::summarize_activity(activity)
+    crate::summary::summarize_activity(activity)
 }

@@ -23,7 +23,8 @@
 //!   what bots should (not) be sent, failing with a list of what arrived; [`client`]: tokens,
 //!   Graph, the Connector and the control API as a bot or a user calls them.
 //! - [`tls`]: a local certificate authority and HTTPS, for clients that insist on it.
-//! - [`clock`], [`ids`]: time that tests can control, deterministic ids in Teams' formats.
+//! - [`clock`], [`ids`]: time that tests can control, deterministic ids in Teams' formats;
+//!   [`summary`]: how an activity reads to a person, for reports and failed expectations.
 //!
 //! ```no_run
 //! # async fn f() -> std::io::Result<()> {
@@ -50,6 +51,7 @@ pub mod scenario;
 pub mod server;
 pub mod shutdown;
 pub mod state;
+pub mod summary;
 pub mod tenant;
 pub mod tls;
 

@@ -11,6 +11,7 @@
 use crate::clock::Clock;
 use crate::config::EmulatorConfig;
 use crate::delivery::{self, Delivery};
+pub use crate::identity::BotAuth;
 use crate::identity::SigningKey;
 use crate::limits::{Fault, Limits};
 use crate::shutdown::Shutdown;
@@ -19,16 +20,6 @@ use chrono::{DateTime, Utc};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard};
 use uuid::Uuid;
-
-/// How activities to the bot are signed and Connector calls authenticated.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum BotAuth {
-    /// Activities carry a channel JWT; Connector calls need a bearer token from the emulator.
-    #[default]
-    Signed,
-    /// No `Authorization` either way, like a bot run without `MicrosoftAppId`.
-    None,
-}
 
 /// What an emulator is made of, before it serves.
 pub struct Settings {

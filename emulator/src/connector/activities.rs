@@ -2,7 +2,7 @@
 
 use super::{ConnectorError, authenticate, object_body, resolve_for_bot};
 use crate::limits::Operation;
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::tenant::{BotPost, ConversationError};
 use axum::Json;
 use axum::body::Bytes;

@@ -2,7 +2,7 @@
 //! thread in a channel.
 
 use super::{ConnectorError, authenticate, object_body};
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::tenant::{BotPost, Conversation, ConversationError, World};
 use axum::Json;
 use axum::body::Bytes;

@@ -2,7 +2,7 @@
 
 use super::{ConnectorError, acting_bot, authenticate, channel_account, resolve_for_bot};
 use crate::limits::Operation;
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::tenant::{Conversation, ConversationError, Team};
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};

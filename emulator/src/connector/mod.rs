@@ -12,7 +12,7 @@ mod members;
 pub use error::ConnectorError;
 
 use crate::identity::tokens::{BOT_FRAMEWORK_RESOURCE, validate_bearer};
-use crate::server::{AppState, BotAuth};
+use crate::state::{AppState, BotAuth};
 use crate::tenant::{Conversation, Tenant};
 use axum::Router;
 use axum::body::Body;

@@ -20,10 +20,10 @@ pub mod activities;
 pub use activities::{activities_for, envelope, stamp, user_account, with};
 
 use crate::clock::Clock;
+use crate::identity::BotAuth;
 use crate::identity::SigningKey;
 use crate::identity::tokens::channel_token;
 use crate::shutdown::Shutdown;
-use crate::state::BotAuth;
 use crate::tenant::StoredActivity;
 use chrono::{DateTime, Utc};
 use serde::Serialize;

@@ -2,7 +2,7 @@
 
 use super::odata::EntitySet;
 use super::{GraphError, authenticate, collection, entity};
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::tenant::{CatalogApp, permissions};
 use axum::Router;
 use axum::extract::{OriginalUri, Path, State};

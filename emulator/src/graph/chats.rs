@@ -3,7 +3,7 @@
 
 use super::odata::EntitySet;
 use super::{GraphError, authenticate, collection, collection_of, entity};
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::tenant::{Chat, Message, Participant, Tenant, permissions};
 use axum::Router;
 use axum::extract::{OriginalUri, Path, State};

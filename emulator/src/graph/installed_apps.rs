@@ -6,7 +6,7 @@ use super::chats::chat_json;
 use super::odata::EntitySet;
 use super::{GraphError, admit, authenticate, collection, entity, json_body};
 use crate::limits::Operation;
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::tenant::{Caller, Installation, ScopeRef, TeamsEvent, Tenant, World};
 use axum::Router;
 use axum::body::Bytes;

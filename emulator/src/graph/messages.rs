@@ -4,7 +4,7 @@
 
 use super::chats::{CHAT_MESSAGES, message_json};
 use super::{GraphError, authenticate, collection, json_body};
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::tenant::{Caller, Tenant, permissions};
 use axum::Router;
 use axum::body::Bytes;

@@ -17,7 +17,7 @@ mod users;
 pub use error::GraphError;
 
 use crate::identity::tokens::{GRAPH_APP_ID, GRAPH_RESOURCE, validate_bearer};
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::tenant::Caller;
 use axum::Router;
 use axum::body::{Body, Bytes};

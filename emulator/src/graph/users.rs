@@ -2,7 +2,7 @@
 
 use super::odata::EntitySet;
 use super::{GraphError, authenticate, collection_of, entity};
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::tenant::{TenantError, User, permissions};
 use axum::extract::{OriginalUri, Path, State};
 use axum::http::HeaderMap;

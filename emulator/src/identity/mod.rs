@@ -8,3 +8,13 @@ pub mod tokens;
 
 pub use keys::SigningKey;
 pub use tokens::{AccessToken, TokenProblem};
+
+/// How activities to the bot are signed and Connector calls authenticated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum BotAuth {
+    /// Activities carry a channel JWT; Connector calls need a bearer token from the emulator.
+    #[default]
+    Signed,
+    /// No `Authorization` either way, like a bot run without `MicrosoftAppId`.
+    None,
+}

@@ -3,7 +3,7 @@
 use super::tokens::{
     self, BOT_FRAMEWORK_RESOURCE, BOT_FRAMEWORK_TENANT, GRAPH_APP_ID, GRAPH_RESOURCE, UserClaims,
 };
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::tenant::{Tenant, permissions};
 use axum::Router;
 use axum::body::Bytes;

@@ -1,10 +1,11 @@
 //! The expectations of a scenario: each polls what the emulator recorded until it holds or its
 //! deadline passes, and on failure says what it expected and lists what it saw instead.
 
-use super::matching::{interpolate_value, parse_duration, partial_match, visible_text};
+use super::matching::{interpolate_value, parse_duration, partial_match};
 use super::model::{ExpectActivity, ExpectDelivery, ExpectFault, MessageQuery, Since};
 use super::queries::{self, chat_with_bot, read_tenant};
 use super::run::{Failure, Run, key};
+pub use crate::summary::{summarize_activity, truncate, visible_text};
 use crate::tenant::Conversation;
 use serde_json::Value;
 use std::time::{Duration, Instant};
@@ -417,32 +418,4 @@ impl Run<'_> {
             tokio::time::sleep(POLL_EVERY).await;
         }
     }
-}
-
-pub(super) fn truncate(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        s.to_string()
-    } else {
-        format!("{}…", s.chars().take(max).collect::<String>())
-    }
-}
-
-/// One line for an activity in a report.
-pub fn summarize_activity(a: &Value) -> String {
-    let kind = a["type"].as_str().unwrap_or("?");
-    let mut line = kind.to_string();
-    if let Some(action) = a["action"].as_str() {
-        line.push_str(&format!(" ({action})"));
-    }
-    if let Some(event) = a.pointer("/channelData/eventType").and_then(Value::as_str) {
-        line.push_str(&format!(" [{event}]"));
-    }
-    let text = visible_text(a);
-    if !text.is_empty() {
-        line.push_str(&format!(
-            ": \"{}\"",
-            truncate(&text.replace('\n', " ⏎ "), 160)
-        ));
-    }
-    line
 }

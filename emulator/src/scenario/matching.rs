@@ -1,6 +1,7 @@
 //! The small languages of scenario files: durations (`500ms`, `5s`, `2m`), partial JSON
 //! matches, the visible text of a message, and `${…}` references to known or earlier values.
 
+pub use crate::summary::visible_text;
 use crate::tenant::Tenant;
 use regex::Regex;
 use serde_json::Value;
@@ -47,40 +48,6 @@ pub fn partial_match(expected: &Value, actual: &Value) -> bool {
         }
         (Value::Number(e), Value::Number(a)) => e.as_f64() == a.as_f64(),
         (e, a) => e == a,
-    }
-}
-
-/// What a person reads in a message: its text, then the texts and titles of its cards.
-pub fn visible_text(activity: &Value) -> String {
-    let mut parts = Vec::new();
-    if let Some(t) = activity.get("text").and_then(Value::as_str)
-        && !t.is_empty()
-    {
-        parts.push(t.to_string());
-    }
-    for a in activity
-        .get("attachments")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        collect_card_text(a.get("content").unwrap_or(&Value::Null), &mut parts);
-    }
-    parts.join("\n")
-}
-
-fn collect_card_text(v: &Value, out: &mut Vec<String>) {
-    match v {
-        Value::Object(map) => {
-            for (k, v) in map {
-                match (k.as_str(), v) {
-                    ("title" | "subtitle" | "text", Value::String(s)) => out.push(s.clone()),
-                    (_, v) => collect_card_text(v, out),
-                }
-            }
-        }
-        Value::Array(items) => items.iter().for_each(|i| collect_card_text(i, out)),
-        _ => {}
     }
 }
 
