@@ -29,8 +29,7 @@ use support::{
     Server, clock_ticks_per_second, cpu_model, cpu_ticks_in, graph, load_average, mib, thousands,
     token,
 };
-use teams_emulator::config::{AppRegistrationSpec, TenantSpec, UserSpec};
-use teams_emulator::{BotAuth, Emulator, EmulatorConfig, defaults};
+use teams_emulator::{BotAuth, Emulator, defaults};
 
 /// The targets at 100,000 users.
 const TARGET_WALL: Duration = Duration::from_secs(60);
@@ -404,27 +403,7 @@ async fn serve_emulator(users: &str) -> ExitCode {
         return ExitCode::FAILURE;
     };
     let endpoint = std::env::var(BOT_ENDPOINT_ENV).ok();
-    let mut config = EmulatorConfig::default_tenant();
-    let base = config.tenants[0].clone();
-    config.tenants = vec![TenantSpec {
-        users: (0..users)
-            .map(|i| UserSpec {
-                name: format!("User {i:06}"),
-                key: Some(format!("user{i:06}")),
-                upn: None,
-                id: None,
-                password: None,
-                admin: false,
-                job_title: None,
-            })
-            .collect(),
-        teams: vec![],
-        apps: vec![AppRegistrationSpec {
-            messaging_endpoint: endpoint,
-            ..base.apps[0].clone()
-        }],
-        ..base
-    }];
+    let config = support::generated_tenant(users, endpoint);
     let started = Emulator::builder()
         .config(config)
         .bot_auth(BotAuth::Signed)

@@ -4,10 +4,11 @@
 //!
 //! `cargo bench -p teams-emulator --bench tenant_size`
 
+mod support;
+
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
-use teams_emulator::config::{AppRegistrationSpec, CatalogAppSpec, TenantSpec, UserSpec};
-use teams_emulator::{BotAuth, Emulator, EmulatorConfig, defaults};
+use teams_emulator::{BotAuth, Emulator, defaults};
 
 fn rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -19,35 +20,6 @@ fn rss_mib() -> f64 {
         })
         .map(|kib| kib / 1024.0)
         .unwrap_or(f64::NAN)
-}
-
-fn tenant(users: usize) -> EmulatorConfig {
-    let mut config = EmulatorConfig::default_tenant();
-    let base = &config.tenants[0];
-    let spec = TenantSpec {
-        users: (0..users)
-            .map(|i| UserSpec {
-                name: format!("User {i:06}"),
-                key: Some(format!("user{i:06}")),
-                upn: None,
-                id: None,
-                password: None,
-                admin: i == 0,
-                job_title: None,
-            })
-            .collect(),
-        teams: vec![],
-        apps: vec![AppRegistrationSpec {
-            messaging_endpoint: None,
-            ..base.apps[0].clone()
-        }],
-        catalog: vec![CatalogAppSpec {
-            ..base.catalog[0].clone()
-        }],
-        ..base.clone()
-    };
-    config.tenants = vec![spec];
-    config
 }
 
 fn line(what: &str, n: usize, took: Duration) {
@@ -71,7 +43,7 @@ async fn main() {
     let before = rss_mib();
     let started = Instant::now();
     let emulator = Emulator::builder()
-        .config(tenant(users))
+        .config(support::generated_tenant(users, None))
         .bot_auth(BotAuth::Signed)
         .throttling(false)
         .start()

@@ -10,7 +10,8 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use teams_emulator::defaults;
+use teams_emulator::config::{AppRegistrationSpec, TenantSpec, UserSpec};
+use teams_emulator::{EmulatorConfig, defaults};
 
 pub const EMULATOR_READY: &str = "teams-emulator listening on http://";
 pub const EMULATOR: &str = env!("CARGO_BIN_EXE_teams-emulator");
@@ -159,6 +160,34 @@ pub fn unreachable_endpoint() -> Result<String> {
     let endpoint = format!("http://{}/api/messages", listener.local_addr()?);
     drop(listener);
     Ok(endpoint)
+}
+
+/// The default tenant with `users` generated users (`User 000000`, key `user000000`, the first
+/// an administrator) and no teams, its bot delivering to `endpoint`: built in code, since a
+/// `serve --config` file stops at about 50,000 users (the YAML reader's node budget).
+pub fn generated_tenant(users: usize, endpoint: Option<String>) -> EmulatorConfig {
+    let mut config = EmulatorConfig::default_tenant();
+    let base = config.tenants[0].clone();
+    config.tenants = vec![TenantSpec {
+        users: (0..users)
+            .map(|i| UserSpec {
+                name: format!("User {i:06}"),
+                key: Some(format!("user{i:06}")),
+                upn: None,
+                id: None,
+                password: None,
+                admin: i == 0,
+                job_title: None,
+            })
+            .collect(),
+        teams: vec![],
+        apps: vec![AppRegistrationSpec {
+            messaging_endpoint: endpoint,
+            ..base.apps[0].clone()
+        }],
+        ..base
+    }];
+    config
 }
 
 /// A tenant file (`serve --config`) of `users` users and the reference bot's app, with the
